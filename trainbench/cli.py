@@ -12,13 +12,14 @@ from .core import TrainbenchError
 # %% auto #0
 __all__ = ['demo', 'build_parser', 'main']
 
-# %% ../nbs/90_cli.ipynb #e84bbdee
+# %% ../nbs/90_cli.ipynb #411487af
 def _train(a):
     from trainbench.learner import train
     if a.config is None and a.resume is None: raise TrainbenchError('train: give a CONFIG, or --resume RUN_DIR')
     with contextlib.redirect_stdout(sys.stderr):
         run = train(a.config, a.set, output_dir=a.output_dir, resume=a.resume, quick_experiment=a.quick_experiment)
     print(run.dir)
+    if run.summary['status'] == 'stopped': return 130
 
 def _lr_find(a):
     from trainbench.learner import lr_find
@@ -116,7 +117,7 @@ def build_parser()->argparse.ArgumentParser:
     d.set_defaults(func=_demo)
     return p
 
-# %% ../nbs/90_cli.ipynb #280b08ec
+# %% ../nbs/90_cli.ipynb #37e0f46d
 def _one_line(e)->str: return ' '.join(str(e).split())   # fastai wraps callback errors over several lines
 
 def _sigterm(signum, frame): raise KeyboardInterrupt   # a terminated run is marked stopped, like Ctrl-C
@@ -125,9 +126,7 @@ def main(argv=None)->int:
     "Entry point of the `trainbench` console script."
     args = build_parser().parse_args(argv)
     prev = signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        args.func(args)
-        return 0
+    try: return args.func(args) or 0
     except TrainbenchError as e:
         if args.debug: raise
         print(f'error: {_one_line(e)}', file=sys.stderr)

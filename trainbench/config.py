@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .core import ConfigError, did_you_mean, get_task, write_text
 
 # %% auto #0
-__all__ = ['FLAT_CLASSIFY_KEYS', 'Section', 'DataConfig', 'ModelConfig', 'TrainingConfig', 'OutputConfig', 'Config', 'key_lines',
-           'validate', 'parse_override', 'set_dotted', 'templates_dir', 'list_templates', 'find_config',
-           'from_flat_params', 'is_flat_params', 'read_yaml', 'load_config', 'config_to_yaml', 'save_config']
+__all__ = ['KEY_ALIASES', 'FLAT_CLASSIFY_KEYS', 'Section', 'DataConfig', 'ModelConfig', 'TrainingConfig', 'OutputConfig',
+           'Config', 'key_lines', 'validate', 'parse_override', 'set_dotted', 'templates_dir', 'list_templates',
+           'find_config', 'from_flat_params', 'is_flat_params', 'read_yaml', 'load_config', 'config_to_yaml',
+           'save_config']
 
 # %% ../nbs/01_config.ipynb #f8ef58c3
 class Section(BaseModel):
@@ -85,7 +86,12 @@ def key_lines(text:str)->dict:
     except yaml.YAMLError: pass
     return out
 
-# %% ../nbs/01_config.ipynb #7cffcbac
+# %% ../nbs/01_config.ipynb #41c03bb6
+# The names the reference systems used for some keys, so that their users are pointed to ours.
+KEY_ALIASES = {'learning_rate': 'lr', 'max_epochs': 'epochs', 'early_stop_patience': 'early_stopping_patience',
+               'gradient_clip': 'grad_clip', 'image_size': 'img_size', 'data_dir': 'root_dir', 'dataset_root': 'root_dir',
+               'model_name': 'name', 'backbone': 'name', 'output_dir': 'dir', 'checkpoint_dir': 'dir'}
+
 def _section_at(cls, loc):
     "The pydantic model class found by following the field names in `loc` from `cls`."
     for name in loc:
@@ -101,7 +107,9 @@ def _describe(err, cls)->str:
     if err['type'] == 'extra_forbidden':
         parent = _section_at(cls, loc[:-1])
         valid = list(parent.model_fields) if parent else []
-        return f"{key}: unknown key{did_you_mean(loc[-1], valid)}"
+        alias = KEY_ALIASES.get(loc[-1])
+        hint = f" (did you mean '{alias}'?)" if alias in valid else did_you_mean(loc[-1], valid)
+        return f"{key}: unknown key{hint}"
     if err['type'] == 'missing': return f"{key}: missing required key"
     return f"{key}: {err['msg'][0].lower()}{err['msg'][1:]} (got {err['input']!r})"
 

@@ -15,7 +15,7 @@ from .core import TrainbenchError, atomic_write, read_json, write_json
 
 # %% auto #0
 __all__ = ['format_lr', 'run_name', 'new_run_dir', 'write_history', 'read_history', 'lower_is_better', 'best_metrics',
-           'update_summary', 'read_summary', 'save_checkpoint', 'load_checkpoint', 'run_config']
+           'update_summary', 'read_summary', 'plot_history', 'save_checkpoint', 'load_checkpoint', 'run_config']
 
 # %% ../nbs/02_runs.ipynb #acfdd23b
 def format_lr(lr:float)->str:
@@ -82,6 +82,26 @@ def read_summary(run_dir)->dict:
     "The run's summary.json, or {} if it has none yet."
     p = Path(run_dir)/'summary.json'
     return read_json(p) if p.exists() else {}
+
+# %% ../nbs/02_runs.ipynb #da7ff75e
+def plot_history(run_dir)->Path:
+    "Plot the run's epoch history to `history.png`."
+    import matplotlib
+    matplotlib.use('Agg')   # a file, not a window; notebooks show the PNG
+    import matplotlib.pyplot as plt
+    recs = read_history(run_dir)
+    df = pd.DataFrame(recs).set_index('epoch')
+    metrics = sorted({c.split('_', 1)[1] for c in df.columns if '_' in c})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5*len(metrics), 3.5), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        for split in ('train', 'valid'):
+            if f'{split}_{m}' in df: ax.plot(df.index, df[f'{split}_{m}'], marker='o', label=split)
+        ax.set(title=m, xlabel='epoch'); ax.legend()
+    fig.tight_layout()
+    path = Path(run_dir)/'history.png'
+    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=90), 'wb')
+    plt.close(fig)
+    return path
 
 # %% ../nbs/02_runs.ipynb #bb89f5ab
 def save_checkpoint(path, **state)->Path:

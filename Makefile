@@ -1,0 +1,39 @@
+# The README's two commands are `make demo` and `make test`; both create .venv when it is missing.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch and torchvision come from the package registry (a CUDA build that also runs on the CPU). An empty
+# PIP_FIND_LINKS keeps a machine-local folder of wheels, such as a CPU-only torch that cannot load
+# torchvision, from shadowing them.
+PIP := PIP_FIND_LINKS= $(BIN)/python -m pip
+
+.PHONY: install demo test lab docs export clean bench
+
+$(STAMP): settings.ini setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/trainbench demo
+
+test: $(STAMP)
+	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/pytest tests
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=nbs
+
+export: $(STAMP)
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_classify.py
+
+clean:
+	rm -rf outputs _docs _proc
