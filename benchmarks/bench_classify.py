@@ -1,0 +1,136 @@
+"""Speed of the classify pipeline, as ratios measured side by side in one process on the same data.
+
+1. Training throughput of trainbench (the fastai Learner with every standard callback: run writer, plateau
+   scheduler, early stopping, TensorBoard, stop flag) against a minimal hand-written PyTorch loop on the same
+   model, batch size and data (the synthetic shapes, decoded and augmented by the same dataset). Goal: >= 0.95.
+   The ratio is hand-written seconds / trainbench seconds per training epoch (forward, backward, step),
+   interleaved, fastest of several epochs. Two hand-written loops: one with the same fused Adam trainbench uses
+   (the pure overhead of the Learner and its callbacks), one with torch's default Adam as the reference system
+   built it. The full-epoch ratio (with validation, and every file trainbench writes per epoch) is printed too.
+2. The CPU bf16 autocast speed-up over fp32 for mobilenet_v3_small and resnet50 training steps at 224 px,
+   through trainbench's CPUMixedPrecision callback.
+
+Run: .venv/bin/python benchmarks/bench_classify.py   (or `make bench`)
+"""
+import argparse, tempfile, time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainbench.config import load_config
+from trainbench.core import get_task
+from trainbench.learner import (CPUMixedPrecision, StopTraining, TaskData, build_learner, get_device, opt_func,
+                                training_callbacks)
+from trainbench.data import make_dataloaders
+from fastai.callback.core import Callback
+
+
+class PhaseTimer(Callback):
+    "Seconds of each training phase and each whole epoch."
+    order = 100
+    def __init__(self): self.train_s, self.epoch_s = [], []
+    def before_epoch(self): self.e0 = time.perf_counter()
+    def before_train(self): self.t0 = time.perf_counter()
+    def after_train(self): self.train_s.append(time.perf_counter() - self.t0)
+    def after_epoch(self): self.epoch_s.append(time.perf_counter() - self.e0)
+
+
+def hand_written_epoch(model, opt, loss_fn, train_dl, valid_dl):
+    "The reference system's loop: one training epoch, then validation accuracy. Returns (train s, epoch s)."
+    e0 = time.perf_counter()
+    model.train()
+    for x, y in train_dl:
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    t = time.perf_counter() - e0
+    model.eval(); correct = 0
+    with torch.no_grad():
+        for x, y in valid_dl: correct += (model(x).argmax(1) == y).sum().item()
+    return t, time.perf_counter() - e0
+
+
+def throughput_ratio(root, epochs, model_name, img_size, bs):
+    overrides = {'data.root_dir': str(root), 'data.img_size': img_size, 'data.num_workers': 0,
+                 'training.batch_size': bs, 'model.name': model_name, 'model.pretrained': False, 'model.freeze_ratio': 0}
+    cfg = load_config('classify/quick', overrides)
+    task = get_task('classify')
+    data = task.data(cfg, get_device('cpu'))
+    n = len(data.dls.train.dataset)
+    # trainbench: the real Learner and callbacks, writing a real run directory
+    torch.manual_seed(0)
+    learn = build_learner(task, cfg, data, task.model(cfg, data), path=tempfile.mkdtemp())
+    learn.add_cb(StopTraining())
+    timer, run_dir = PhaseTimer(), Path(tempfile.mkdtemp())
+    # hand-written loops: the same architecture and init, a plain torch DataLoader on the same datasets, and
+    # torch's Adam as the reference system built it (per-tensor kernels on the CPU) or fused, as trainbench does
+    train_dl = torch.utils.data.DataLoader(data.dls.train.dataset, batch_size=bs, shuffle=True, drop_last=data.dls.train.drop_last)
+    valid_dl = torch.utils.data.DataLoader(data.dls.valid.dataset, batch_size=bs)
+    hands = {}
+    for name, kw in [('fused Adam', dict(fused=True)), ('default Adam', {})]:
+        torch.manual_seed(0)
+        model = task.model(cfg, data)
+        hands[name] = (model, torch.optim.Adam(model.parameters(), lr=cfg.training.lr, weight_decay=cfg.training.weight_decay, **kw), [], [])
+    for _ in range(epochs):   # interleaved: one epoch of each, so drift in machine speed hits all alike
+        learn.fit(1, cfg.training.lr, cbs=training_callbacks(task, cfg, run_dir, data.info) + [timer])
+        for model, opt, tr, ep in hands.values():
+            t, e = hand_written_epoch(model, opt, nn.CrossEntropyLoss(), train_dl, valid_dl)
+            tr.append(t); ep.append(e)
+    # timing noise on a shared machine only ever adds time, so the fastest epoch is the best estimate of each loop's
+    # speed (as `timeit` does); the first epoch of each warms up caches and allocators and is left out
+    med = lambda xs: min(xs[1:])
+    tb, tbe = med(timer.train_s), med(timer.epoch_s)
+    print(f'{model_name} {img_size}px bs{bs}, {n} training images, fastest of {epochs-1} epochs; trainbench {n/tb:.1f} img/s')
+    for name, (_, _, tr, ep) in hands.items():
+        print(f'  vs hand-written loop with {name:12s}: {n/med(tr):6.1f} img/s; training ratio {med(tr)/tb:.3f}, '
+              f'full-epoch ratio {med(ep)/tbe:.3f}')
+    return med(hands['fused Adam'][2])/tb
+
+
+class StepTimer(Callback):
+    "Seconds of each training batch."
+    order = 100
+    def before_fit(self): self.times = []
+    def before_batch(self): self.t0 = time.perf_counter()
+    def after_batch(self):
+        if self.training: self.times.append(time.perf_counter() - self.t0)
+
+
+def bf16_speedup(model_name, img_size=224, bs=8, steps=8):
+    xs, ys = torch.randn(bs*steps, 3, img_size, img_size), torch.randint(0, 4, (bs*steps,))
+    ds = list(zip(xs, ys))
+    cfg = load_config('classify/quick', {'model.name': model_name, 'model.pretrained': False, 'model.freeze_ratio': 0,
+                                         'training.batch_size': bs})
+    task = get_task('classify')
+    data = TaskData(make_dataloaders(ds, ds[:bs], bs, num_workers=0), {}, {'classes': list('abcd')})
+    times = {}
+    for mode in ['fp32', 'bf16', 'fp32', 'bf16']:   # interleaved
+        torch.manual_seed(0)
+        learn = build_learner(task, cfg, data, task.model(cfg, data), path=tempfile.mkdtemp())
+        if mode == 'bf16': learn.add_cb(CPUMixedPrecision())
+        timer = StepTimer()
+        learn.fit(1, cfg.training.lr, cbs=[timer])
+        times.setdefault(mode, []).extend(timer.times[2:])   # the first steps warm up
+    fp32, bf16 = min(times['fp32']), min(times['bf16'])
+    print(f'{model_name} {img_size}px bs{bs}: fp32 {fp32*1000:6.0f} ms/step, bf16 autocast {bf16*1000:6.0f} ms/step, '
+          f'speed-up {fp32/bf16:.2f}x')
+    return fp32/bf16
+
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--epochs', type=int, default=9)
+    p.add_argument('--data', help='an existing synthetic classify dataset (default: generate one)')
+    a = p.parse_args()
+    import logging; logging.getLogger('trainbench').setLevel(logging.WARNING)
+    torch.set_num_threads(torch.get_num_threads())
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads')
+    root = Path(a.data) if a.data else get_task('classify').synth(Path(tempfile.mkdtemp())/'shapes', n=100, seed=0)
+    print('\n1. Training throughput, trainbench / hand-written PyTorch loop')
+    throughput_ratio(root, a.epochs, 'resnet18', 64, 16)
+    throughput_ratio(root, a.epochs, 'mobilenet_v3_small', 128, 32)
+    print('\n2. CPU bf16 autocast speed-up over fp32 (training steps)')
+    bf16_speedup('mobilenet_v3_small')
+    bf16_speedup('resnet50')
