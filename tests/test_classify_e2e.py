@@ -25,7 +25,7 @@ def test_quick_run_learns_and_writes_every_artifact(quick_run):
     run_dir = quick_run.stdout.strip().splitlines()[-1]       # the run directory is the last stdout line
     from pathlib import Path
     run_dir = Path(run_dir)
-    assert run_dir.parent.name == 'quick' and run_dir.name.startswith('lr1e-3_bs16_ep15_val0.1_seed42')
+    assert run_dir.parent.name == 'quick' and run_dir.name.startswith('lr3e-3_bs16_ep12_val0.1_seed42')
     assert ARTIFACTS <= {p.name for p in run_dir.iterdir()}
     summary = json.loads((run_dir/'summary.json').read_text())
     assert summary['status'] == 'completed'
@@ -50,7 +50,7 @@ def test_console_and_log_carry_the_reference_lines(quick_run):
     run_dir = Path(quick_run.stdout.strip().splitlines()[-1])
     err = quick_run.stderr
     for line in ['[data] Found 4 classes:', '[data] Model: resnet18, Parameters: 11.2M (11.2M trainable)',
-                 '[train] Epoch 1/15', '[train]   Train: loss=', '[train]   Val:   loss=',
+                 '[train] Epoch 1/12', '[train]   Train: loss=', '[train]   Val:   loss=',
                  '[train]   Saved best model (val_acc=', '[train] Best validation accuracy:', '[train] Total training time:',
                  f'[train] Model saved: {run_dir}/best_model.pth']:
         assert line in err, line
