@@ -20,7 +20,7 @@ from torch import nn
 
 from trainbench.config import load_config
 from trainbench.core import get_task
-from trainbench.learner import (CPUMixedPrecision, StopTraining, TaskData, build_learner, get_device, opt_func,
+from trainbench.learner import (CPUMixedPrecision, StopTraining, TaskData, build_learner, get_device,
                                 training_callbacks)
 from trainbench.data import make_dataloaders
 from fastai.callback.core import Callback

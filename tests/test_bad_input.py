@@ -3,7 +3,6 @@ import json, shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from conftest import FAST, cli, error_line, run_cli, sets
 

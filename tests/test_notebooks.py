@@ -1,6 +1,5 @@
 "The experiment notebook runs under papermill and lands in the run directory."
 import json
-from pathlib import Path
 
 import pytest
 

@@ -1,9 +1,8 @@
 "Seeding, resume after a kill, a stopped run, run naming and the other run-directory promises."
-import json, signal, subprocess, sys, time
+import json, signal, subprocess, time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import torch
 
 from conftest import BIN, FAST, cli, run_cli, sets
