@@ -7,6 +7,8 @@
    interleaved, fastest of several epochs. Two hand-written loops: one with the same fused Adam trainbench uses
    (the pure overhead of the Learner and its callbacks), one with torch's default Adam as the reference system
    built it. The full-epoch ratio (with validation, and every file trainbench writes per epoch) is printed too.
+   On a shared 2-core machine these ratios move by several percent from run to run, so the fixed cost per batch
+   of the Learner and its callbacks is also measured directly, on a model too small to take any time itself.
 2. The CPU bf16 autocast speed-up over fp32 for mobilenet_v3_small and resnet50 training steps at 224 px,
    through trainbench's CPUMixedPrecision callback.
 
@@ -89,6 +91,34 @@ def throughput_ratio(root, epochs, model_name, img_size, bs):
     return med(hands['fused Adam'][2])/tb
 
 
+def per_batch_overhead(batches=100, bs=16, reps=5):
+    "Fixed seconds per batch of the Learner and its callbacks, on a model too small to take any time itself."
+    xs, ys = torch.randn(batches*bs, 3, 4, 4), torch.randint(0, 4, (batches*bs,))
+    ds = list(zip(xs, ys))
+    make = lambda: nn.Sequential(nn.Flatten(), nn.Linear(48, 64), nn.ReLU(), nn.Linear(64, 4))
+    cfg = load_config('classify/quick', {'training.batch_size': bs})
+    task = get_task('classify')
+    data = TaskData(make_dataloaders(ds, ds[:bs*4], bs, num_workers=0), {}, {'classes': list('abcd')})
+    learn = build_learner(task, cfg, data, make(), path=tempfile.mkdtemp())
+    learn.splitter = lambda m: [list(m.parameters())]
+    learn.add_cb(StopTraining())
+    timer, run_dir = PhaseTimer(), Path(tempfile.mkdtemp())
+    model = make()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    dl = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True)
+    hand = []
+    for _ in range(reps):
+        learn.fit(1, 1e-3, cbs=training_callbacks(task, cfg, run_dir, data.info) + [timer])
+        t0 = time.perf_counter()
+        for x, y in dl:
+            loss = nn.functional.cross_entropy(model(x), y); opt.zero_grad(); loss.backward(); opt.step()
+        hand.append(time.perf_counter() - t0)
+    tb, hw = min(timer.train_s[1:]) / batches, min(hand[1:]) / batches
+    print(f'tiny model, bs{bs}: trainbench {tb*1000:.2f} ms/batch, hand-written loop {hw*1000:.2f} ms/batch: '
+          f'the Learner and its callbacks add {(tb-hw)*1000:.2f} ms per batch')
+    return tb - hw
+
+
 class StepTimer(Callback):
     "Seconds of each training batch."
     order = 100
@@ -131,6 +161,7 @@ if __name__ == '__main__':
     print('\n1. Training throughput, trainbench / hand-written PyTorch loop')
     throughput_ratio(root, a.epochs, 'resnet18', 64, 16)
     throughput_ratio(root, a.epochs, 'mobilenet_v3_small', 128, 32)
+    per_batch_overhead()
     print('\n2. CPU bf16 autocast speed-up over fp32 (training steps)')
     bf16_speedup('mobilenet_v3_small')
     bf16_speedup('resnet50')
