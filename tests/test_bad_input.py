@@ -28,7 +28,8 @@ def _failed_run(tmp_path):
 def test_missing_data_dir(tmp_path):
     code, _, err = _train(tmp_path/'nowhere', tmp_path)
     assert code != 0
-    assert error_line(err) == f'error: data.root_dir: {tmp_path/"nowhere"} does not exist'
+    assert error_line(err) == (f'error: data.root_dir: {tmp_path/"nowhere"} does not exist '
+                               f'(`trainbench synth classify {tmp_path/"nowhere"}` writes a synthetic dataset there)')
     assert 'does not exist' in _failed_run(tmp_path)['error']
 
 

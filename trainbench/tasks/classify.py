@@ -43,7 +43,7 @@ class ClassifyConfig(Config):
     data: ClassifyData = Field(default_factory=ClassifyData)
     model: ClassifyModel = Field(default_factory=ClassifyModel)
 
-# %% ../../nbs/10_classify.ipynb #6315e4cf
+# %% ../../nbs/10_classify.ipynb #8435e154
 def class_folders(split_dir:Path)->dict:
     "Class name -> image files of an ImageFolder split; an empty class folder is an error."
     out = {}
@@ -59,7 +59,8 @@ def read_image_folder(root, # dataset root with train/, and optionally val/ and 
                      )->tuple:
     "(classes, {split: (files, targets)}) of an ImageFolder dataset, with its layout checked."
     root = Path(root)
-    if not root.is_dir(): raise DataError(f'data.root_dir: {root} does not exist')
+    if not root.is_dir():
+        raise DataError(f'data.root_dir: {root} does not exist (`trainbench synth classify {root}` writes a synthetic dataset there)')
     if not (root/'train').is_dir():
         raise DataError(f'{root}: no train/ folder; expected the ImageFolder layout {root}/train/<class>/<image>')
     folders = {s: class_folders(root/s) for s in ('train', 'val', 'test') if (root/s).is_dir()}
