@@ -53,3 +53,10 @@ def error_line(stderr):
     assert lines and lines[-1].startswith('error: '), stderr
     assert 'Traceback' not in stderr, stderr
     return lines[-1]
+
+
+@pytest.fixture(scope='session')
+def phototriage(tmp_path_factory):
+    "A small synthetic PhotoTriage release: 40 series of 4 photos."
+    from trainbench.pairs import synth_phototriage
+    return synth_phototriage(tmp_path_factory.mktemp('data')/'pt', n_series=40, photos=4, seed=0)

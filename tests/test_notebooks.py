@@ -33,3 +33,11 @@ def test_bad_config_fails_before_a_kernel_starts(tmp_path):
     with pytest.raises(TrainbenchError, match='unknown key'):
         run_notebook('classify/quick', {'training.lrr': 1}, output_dir=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_rank_experiment_notebook(phototriage, tmp_path):
+    run_dir = run_notebook('rank/quick', {'data.root_dir': str(phototriage), 'data.cache_dir': str(tmp_path/'cache'),
+                                          'training.epochs': 2}, output_dir=tmp_path)
+    assert json.loads((run_dir/'summary.json').read_text())['status'] == 'completed'
+    nb = json.loads((run_dir/'train_rank.ipynb').read_text())
+    assert all(c.get('execution_count') for c in nb['cells'] if c['cell_type'] == 'code')

@@ -19,7 +19,7 @@ __all__ = ['KEY_ALIASES', 'FLAT_CLASSIFY_KEYS', 'Section', 'DataConfig', 'ModelC
            'find_config', 'from_flat_params', 'is_flat_params', 'read_yaml', 'load_config', 'config_to_yaml',
            'save_config']
 
-# %% ../nbs/01_config.ipynb #f8ef58c3
+# %% ../nbs/01_config.ipynb #57e20647
 class Section(BaseModel):
     "A config section: unknown keys are errors, and values are checked on assignment too."
     model_config = ConfigDict(extra='forbid', validate_assignment=True, validate_default=True,
@@ -32,6 +32,7 @@ class DataConfig(Section):
     num_workers: Optional[int] = Field(None, ge=0, description='DataLoader worker processes; null picks one per spare CPU core (at most 8)')
     quick_experiment: Optional[float] = Field(None, gt=0, le=1, description='Train and evaluate on this fraction of the data (null: all of it)')
     on_corrupt: Literal['fail', 'skip'] = Field('fail', description="A corrupt or truncated image fails the run ('fail', naming the file) or is left out with a warning and a count ('skip')")
+    cache_dir: Path = Field(Path('data/cache'), description='Caches shared by runs and experiments (extracted features, decoded images)')
 
 class ModelConfig(Section):
     name: str = Field('mobilenet_v3_small', description='Architecture name, looked up in the task\'s model registry')

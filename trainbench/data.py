@@ -19,35 +19,55 @@ from torchvision.transforms import v2 as T
 log = logging.getLogger('trainbench.data')
 
 # %% auto #0
-__all__ = ['log', 'IMAGENET_MEAN', 'IMAGENET_STD', 'load_image', 'train_transforms', 'eval_transforms', 'ImageDataset',
-           'check_images', 'stratified_split', 'subsample', 'default_num_workers', 'make_dataloaders',
-           'eval_dataloader']
+__all__ = ['log', 'IMAGENET_MEAN', 'IMAGENET_STD', 'open_image', 'load_image', 'LetterBox', 'resize', 'normalize',
+           'train_transforms', 'eval_transforms', 'ImageDataset', 'check_images', 'stratified_split', 'subsample',
+           'default_num_workers', 'make_dataloaders', 'eval_dataloader']
 
-# %% ../nbs/04_data.ipynb #7827912b
+# %% ../nbs/04_data.ipynb #98d7cb93
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+def open_image(path)->Image.Image:
+    "An image file, decoded, as an RGB PIL image."
+    with Image.open(path) as im: return im.convert('RGB')
 
 def load_image(path)->torch.Tensor:
     "An image file as a uint8 RGB tensor of shape (3, H, W)."
-    with Image.open(path) as im: return T.functional.pil_to_tensor(im.convert('RGB'))
+    return T.functional.pil_to_tensor(open_image(path))
+
+class LetterBox(torch.nn.Module):
+    "Resize the longer side to `size` and pad the image to `size` x `size` with `fill`."
+    def __init__(self, size:int, fill=tuple(round(255*m) for m in IMAGENET_MEAN)):
+        super().__init__(); self.size, self.fill = size, list(fill)
+    def forward(self, img):
+        img = T.functional.resize(img, None, max_size=self.size, antialias=True)
+        h, w = T.functional.get_size(img)
+        top, left = (self.size - h)//2, (self.size - w)//2
+        return T.functional.pad(img, [left, top, self.size - w - left, self.size - h - top], fill=self.fill)
+
+def resize(img_size:int, keep_aspect:bool=False):
+    "Resize to a square: stretched (the default, as the classify reference did) or letterboxed."
+    return LetterBox(img_size) if keep_aspect else T.Resize((img_size, img_size), antialias=True)
+
+def normalize(): return [T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 def train_transforms(img_size:int):
     "The reference training augmentation."
-    return T.Compose([T.Resize((img_size, img_size), antialias=True), T.RandomHorizontalFlip(0.5),
-                      T.RandomRotation(10), T.ColorJitter(0.2, 0.2, 0.2),
-                      T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return T.Compose([T.ToImage(), resize(img_size), T.RandomHorizontalFlip(0.5), T.RandomRotation(10),
+                      T.ColorJitter(0.2, 0.2, 0.2), *normalize()])
 
-def eval_transforms(img_size:int):
+def eval_transforms(img_size:int, keep_aspect:bool=False):
     "Resize and normalise only."
-    return T.Compose([T.Resize((img_size, img_size), antialias=True),
-                      T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return T.Compose([T.ToImage(), resize(img_size, keep_aspect), *normalize()])
 
-# %% ../nbs/04_data.ipynb #5574d0c1
+# %% ../nbs/04_data.ipynb #a23e4441
 class ImageDataset(torch.utils.data.Dataset):
-    "Image files with one target each; an item is `(transformed image, target)`."
-    def __init__(self, files:list, targets:list, tfm):
-        self.files, self.targets, self.tfm = list(files), list(targets), tfm
+    "Image files, with one target each or none; an item is `(transformed image, target)` or the image alone."
+    def __init__(self, files:list, targets:list=None, tfm=None):
+        self.files, self.targets, self.tfm = list(files), None if targets is None else list(targets), tfm
     def __len__(self): return len(self.files)
-    def __getitem__(self, i): return self.tfm(load_image(self.files[i])), self.targets[i]
+    def __getitem__(self, i):
+        x = self.tfm(open_image(self.files[i]))
+        return x if self.targets is None else (x, self.targets[i])
 
 # %% ../nbs/04_data.ipynb #ef477ab4
 def check_images(files:list, # image paths

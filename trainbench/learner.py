@@ -40,13 +40,14 @@ __all__ = ['log', 'OPTIMIZER_NAMES', 'TaskData', 'Task', 'TorchMetric', 'opt_fun
            'stop_on_signals', 'fit_schedule', 'get_device', 'precision_callback', 'build_learner', 'training_callbacks',
            'without_pretrained', 'write_evaluation', 'Run', 'train', 'load_run', 'evaluate', 'lr_find']
 
-# %% ../nbs/05_learner.ipynb #184708e8
+# %% ../nbs/05_learner.ipynb #e288e4e1
 @dataclass
 class TaskData:
     "What a task's `data` returns: the training `DataLoaders`, loaders for evaluation, and facts about the data."
     dls: DataLoaders
     eval_dls: dict = field(default_factory=dict) # split name ('test', 'val') -> DataLoader
-    info: dict = field(default_factory=dict)     # e.g. {'classes': [...]}; saved into checkpoints
+    info: dict = field(default_factory=dict)     # small plain facts saved into checkpoints, e.g. {'classes': [...]}
+    extra: dict = field(default_factory=dict)    # anything else evaluation needs (file lists, tables); not saved
 
     @property
     def eval_split(self)->str:

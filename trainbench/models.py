@@ -92,10 +92,11 @@ def create_classifier(name:str, # torchvision architecture
     setattr(model, head_name, replace_last_linear(head_of(model), n_out))
     return model
 
-# %% ../nbs/03_models.ipynb #ee3f1086
-def freeze_layers(model:nn.Module, freeze_ratio:float)->int:
-    "Freeze the first `freeze_ratio` of the backbone's parameter-owning layers; return how many were frozen."
-    layers = [m for child in body_of(model) for m in child.modules() if list(m.parameters(recurse=False))]
+# %% ../nbs/03_models.ipynb #439eb723
+def freeze_layers(model:nn.Module, freeze_ratio:float, modules:list=None)->int:
+    "Freeze the first `freeze_ratio` of the parameter-owning layers of `modules` (default: the backbone, `body_of(model)`)."
+    layers = [m for child in (body_of(model) if modules is None else modules)
+              for m in child.modules() if list(m.parameters(recurse=False))]
     n = int(len(layers) * freeze_ratio)
     for m in layers[:n]:
         for p in m.parameters(recurse=False): p.requires_grad_(False)
@@ -106,7 +107,9 @@ def count_params(model:nn.Module)->tuple:
     ps = list(model.parameters())
     return sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
 
+def _count(n:int)->str: return f'{n/1e6:.1f}M' if n >= 1e5 else f'{n/1e3:.1f}K'
+
 def describe_params(name:str, model:nn.Module)->str:
     "The reference's log line: 'Model: mobilenet_v3_small, Parameters: 1.5M (0.6M trainable)'."
     total, trainable = count_params(model)
-    return f'Model: {name}, Parameters: {total/1e6:.1f}M ({trainable/1e6:.1f}M trainable)'
+    return f'Model: {name}, Parameters: {_count(total)} ({_count(trainable)} trainable)'

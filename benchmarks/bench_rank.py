@@ -1,0 +1,83 @@
+"""Speed of the rank task's frozen-feature path, measured side by side in one process on the same synthetic data.
+
+1. A frozen multi-feature run (CLIP ViT-B-32 + ResNet-50 layer4 + IQA at 224 px, random weights since nothing can be
+   downloaded here) end to end, with a cold feature cache against the same run with a warm one. Goal: >= 10x faster.
+2. One head-only training epoch against one frozen-backbone pass (CLIP + ResNet-50) over the same images: what the
+   cache saves every epoch.
+3. Extraction throughput of `trainbench.features.extract` (batched, inference mode, DataLoader) against a naive
+   loop that opens, transforms and embeds one image at a time.
+
+Run: .venv/bin/python benchmarks/bench_rank.py
+"""
+import argparse, logging, shutil, tempfile, time
+from pathlib import Path
+
+import torch
+
+from trainbench.data import open_image
+from trainbench.features import CLIPFeatures, CNNFeatures, extract
+from trainbench.learner import train
+from trainbench.pairs import synth_phototriage
+
+OVERRIDES = {'features.clip_model': 'ViT-B-32', 'features.clip_pretrained': None, 'features.cnn_backbone': 'resnet50',
+             'features.cnn_layer': 'layer4', 'features.cnn_pretrained': False, 'data.img_size': 224,
+             'training.epochs': 20, 'training.early_stopping_patience': 0, 'output.tensorboard': False}
+
+
+def cold_vs_warm(root, out):
+    cache = Path(tempfile.mkdtemp())
+    over = {**OVERRIDES, 'data.root_dir': str(root), 'data.cache_dir': str(cache)}
+    t0 = time.perf_counter(); cold = train('rank/quick', over, output_dir=out); t_cold = time.perf_counter() - t0
+    t0 = time.perf_counter(); warm = train('rank/quick', over, output_dir=out); t_warm = time.perf_counter() - t0
+    n = len(cold.learn.dls.train.dataset)
+    print(f'frozen multi-feature run, {n} training pairs, 20 epochs: cold cache {t_cold:.1f} s, warm cache {t_warm:.1f} s, '
+          f'warm is {t_cold/t_warm:.1f}x faster  (goal >= 10x)')
+    shutil.rmtree(cache)
+    return warm
+
+
+def head_epoch_vs_backbone_pass(run):
+    "Seconds of one head-only training epoch against one pass of the frozen backbones over the epoch's images."
+    import re
+    from trainbench.pairs import filter_pairs, read_pairs
+    c = run.config
+    train_pairs = filter_pairs(read_pairs(c.data.root_dir, val_split=c.data.val_split, test_split=c.data.test_split, seed=c.seed)['train'],
+                               c.data.min_agreement, c.data.min_reviewers)
+    files = sorted(set(train_pairs.image1) | set(train_pairs.image2))
+    epoch_s = min(float(s) for s in re.findall(r'Train: .*batches, ([\d.]+)s\)', (run.dir/'train.log').read_text()))
+    t0 = time.perf_counter()
+    for ext in (CLIPFeatures('ViT-B-32', None), CNNFeatures('resnet50', 'layer4', False, 224)):
+        extract(files, ext, cache_dir=None, batch_size=64)
+    pass_s = time.perf_counter() - t0
+    print(f'one head-only epoch over {len(train_pairs)} pairs {epoch_s:.2f} s; one frozen-backbone pass over their '
+          f'{len(files)} images {pass_s:.1f} s: {pass_s/epoch_s:.0f}x')
+
+
+def extraction_vs_naive(root, n=128):
+    files = sorted(root.glob('train_val_imgs/*.JPG'))[:n]
+    ext = CNNFeatures('resnet50', 'layer4', False, 224)
+    t0 = time.perf_counter(); extract(files, ext, cache_dir=None, batch_size=64); fast = time.perf_counter() - t0
+    tfm = ext.transform()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for f in files: ext(tfm(open_image(f))[None])
+    naive = time.perf_counter() - t0
+    print(f'ResNet-50 layer4 extraction of {n} images at 224 px: extract() {n/fast:.1f} img/s, one image at a time '
+          f'{n/naive:.1f} img/s: {naive/fast:.2f}x')
+
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--series', type=int, default=100, help='synthetic series (5 photos each)')
+    a = p.parse_args()
+    logging.getLogger('trainbench').setLevel(logging.WARNING)
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads')
+    tmp = Path(tempfile.mkdtemp())
+    root = synth_phototriage(tmp/'pt', n_series=a.series, seed=0)
+    print('\n1. Cold against warm feature cache, end to end')
+    warm = cold_vs_warm(root, tmp/'out')
+    print('\n2. Head-only epoch against a frozen-backbone pass')
+    head_epoch_vs_backbone_pass(warm)
+    print('\n3. Batched extraction against one image at a time')
+    extraction_vs_naive(root)
+    shutil.rmtree(tmp)
