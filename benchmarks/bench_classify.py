@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from trainbench.config import load_config
-from trainbench.core import get_task
+from trainbench.core import get_task, log_to_console
 from trainbench.learner import (CPUMixedPrecision, StopTraining, TaskData, build_learner, get_device,
                                 training_callbacks)
 from trainbench.data import make_dataloaders
@@ -154,7 +154,8 @@ if __name__ == '__main__':
     p.add_argument('--epochs', type=int, default=9)
     p.add_argument('--data', help='an existing synthetic classify dataset (default: generate one)')
     a = p.parse_args()
-    import logging; logging.getLogger('trainbench').setLevel(logging.WARNING)
+    import logging
+    log_to_console().setLevel(logging.WARNING)   # quiet console; train.log keeps everything
     torch.set_num_threads(torch.get_num_threads())
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads')
     root = Path(a.data) if a.data else get_task('classify').synth(Path(tempfile.mkdtemp())/'shapes', n=100, seed=0)

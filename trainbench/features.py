@@ -42,11 +42,18 @@ def settings_key(settings:dict)->str:
     "A short stable digest of a settings dict."
     return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=6).hexdigest()
 
-# %% ../nbs/08_features.ipynb #e003b57e
+# %% ../nbs/08_features.ipynb #dc9ce03b
 class FeatureExtractor:
     "Base class: a named, cacheable, batched image-feature function."
     kind = None
-    def __init__(self, **settings): self.settings = {'kind': self.kind, 'version': 1, **settings}
+    def __init__(self, precision:str='no', **settings):
+        "`precision` 'bf16' or 'fp16' runs the network under autocast; it is part of the cache key."
+        self.precision = precision
+        self.settings = {'kind': self.kind, 'version': 1, **settings, **({'precision': precision} if precision != 'no' else {})}
+    def autocast(self, device_type:str):
+        "The autocast context of this extractor's precision."
+        dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(self.precision)
+        return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
     @property
     def name(self)->str: return f"{self.kind}-{settings_key(self.settings)}"
     def transform(self): raise NotImplementedError
@@ -87,17 +94,18 @@ class IQAFeatures(FeatureExtractor):
         colourfulness = (rg.std(1)**2 + yb.std(1)**2).sqrt() + 0.3*(rg.mean(1)**2 + yb.mean(1)**2).sqrt()
         return torch.stack([sharpness, gray.flatten(1).mean(1), gray.flatten(1).std(1), colourfulness], 1)  # (B, 4)
 
-# %% ../nbs/08_features.ipynb #696991b6
+# %% ../nbs/08_features.ipynb #1ebd39a1
 CNN_LAYERS = {'layer1', 'layer2', 'layer3', 'layer4', 'fc7'}
 
 class CNNFeatures(FeatureExtractor):
     "A torchvision ResNet's pooled `layer1`...`layer4`, or VGG's `fc7`."
     kind = 'cnn'
-    def __init__(self, backbone:str='resnet50', layer:str='layer4', pretrained=True, img_size:int=224, keep_aspect:bool=False):
+    def __init__(self, backbone:str='resnet50', layer:str='layer4', pretrained=True, img_size:int=224, keep_aspect:bool=False,
+                 precision:str='no'):
         is_vgg = backbone.startswith('vgg')
         if is_vgg and layer != 'fc7' or not is_vgg and layer == 'fc7' or layer not in CNN_LAYERS:
             raise ConfigError(f"features.cnn_layer: '{layer}' does not fit {backbone}; use layer1 to layer4 for a ResNet, fc7 for VGG")
-        super().__init__(backbone=backbone, layer=layer, weights=_weights_id(pretrained), img_size=img_size, keep_aspect=keep_aspect)
+        super().__init__(precision, backbone=backbone, layer=layer, weights=_weights_id(pretrained), img_size=img_size, keep_aspect=keep_aspect)
         with _seeded(): model = torchvision.models.get_model(backbone, weights=None)
         if pretrained not in (None, False): model.load_state_dict(pretrained_state_dict(backbone, pretrained))
         node = 'classifier.4' if is_vgg else layer   # fc7 is VGG's second fully connected layer, after its ReLU
@@ -109,7 +117,7 @@ class CNNFeatures(FeatureExtractor):
         f = self.net(x)['f']
         return f.mean((2, 3)) if f.ndim == 4 else f          # global average pool the conv maps
 
-# %% ../nbs/08_features.ipynb #7710602b
+# %% ../nbs/08_features.ipynb #0207cbe9
 def tiny_clip_config()->Path:
     "The bundled open_clip config of a tiny ViT, 'tiny-vit' (64 px, 2 layers, 64-d embedding), for tests and quick runs."
     from importlib import resources
@@ -147,10 +155,10 @@ def create_clip(model:str, pretrained=None):
 class CLIPFeatures(FeatureExtractor):
     "The image embedding of an open_clip model."
     kind = 'clip'
-    def __init__(self, model:str='ViT-B-32', pretrained='openai'):
+    def __init__(self, model:str='ViT-B-32', pretrained='openai', precision:str='no'):
         import open_clip
         name = clip_model_name(model)
-        super().__init__(model=name, config=open_clip.get_model_config(name), weights=_weights_id(pretrained))
+        super().__init__(precision, model=name, config=open_clip.get_model_config(name), weights=_weights_id(pretrained))
         self.model, self.preprocess = create_clip(model, pretrained)
         self.dim = self.model.visual.output_dim
     def transform(self): return self.preprocess
@@ -192,11 +200,12 @@ class FeatureCache:
                                          'keys': [k for k, _ in sorted(index.items(), key=lambda t: t[1])] + [keys[i] for i in new]})
             if prev: (self.dir/prev).unlink(missing_ok=True)   # open memory maps keep their data until closed
 
-# %% ../nbs/08_features.ipynb #664cf368
+# %% ../nbs/08_features.ipynb #7128193a
 def extract(files:list, # image files
             extractor:FeatureExtractor,
             cache_dir=None, # None: no cache
-            batch_size:int=64, num_workers:int=0, device=None,
+            batch_size:int=None, # None: 64 on CUDA; 8 on the CPU, where ResNet-50 runs slower in larger batches
+            num_workers:int=0, device=None,
             keys:list=None, # the files' content digests, if already computed
            )->np.ndarray:
     "Features of `files` (one row each), from the cache where present; the rest are extracted and cached."
@@ -207,12 +216,13 @@ def extract(files:list, # image files
     if todo:
         log.info(f'Extracting {extractor!r} features of {len(todo)} images ({len(keys) - len(todo)} cached)')
         device = torch.device(device or 'cpu')
+        batch_size = batch_size or (64 if device.type == 'cuda' else 8)
         ext = extractor.to(device)
         dl = torch.utils.data.DataLoader(ImageDataset([files[i] for i in todo], tfm=extractor.transform()),
                                          batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == 'cuda',
                                          generator=torch.Generator())   # its own RNG: a cold cache must not change the run's seeding
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), extractor.autocast(device.type):
             for x in tqdm(dl, desc=extractor.kind, file=sys.stderr, leave=False, disable=None):
                 out.append(ext(x.to(device, non_blocking=True)).float().cpu())
         extractor.to('cpu')

@@ -332,7 +332,7 @@ def write_evaluation(run_dir, task:Task, learn:Learner, data:TaskData, split:str
     atomic_write(Path(run_dir)/f'predictions{suffix}.csv', lambda f: preds.to_csv(f, index=False))
     return results
 
-# %% ../nbs/05_learner.ipynb #276ce600
+# %% ../nbs/05_learner.ipynb #42948e41
 @dataclass
 class Run:
     "The outcome of `train`: where the run lives, and what it produced."
@@ -347,7 +347,9 @@ def _duration(s:float)->str: return f'{int(s//60)}m {int(s%60)}s'
 def _setup(task, cfg, data_cfg=None):
     "Seeded data, model and `Learner` for `cfg` (pretrained weights per `data_cfg`, default `cfg`)."
     set_seed(cfg.seed, reproducible=True)
-    data = task.data(cfg, get_device(cfg.training.device))
+    device = get_device(cfg.training.device)
+    precision_callback(cfg.training.mixed_precision, device)   # an impossible precision fails before any data work
+    data = task.data(cfg, device)
     model = task.model(data_cfg or cfg, data)
     return data, model
 

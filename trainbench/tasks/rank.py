@@ -35,7 +35,7 @@ __all__ = ['log', 'RankData', 'RankModel', 'FeaturesConfig', 'RankTraining', 'Ra
            'FeatureNorm', 'CNNEmbedding', 'e2e_ranker', 'FeaturePairs', 'ImagePairs', 'pair_transforms',
            'feature_extractors', 'frozen_features', 'MarginRankingLoss', 'Rank']
 
-# %% ../../nbs/21_rank.ipynb #5629a392
+# %% ../../nbs/21_rank.ipynb #490e11f6
 class RankData(DataConfig):
     root_dir: Path = Field(Path('data/rank'), description='PhotoTriage release (train_pairlist.txt, val_pairlist.txt, train_val_imgs/) or a folder with a pairs CSV')
     pairs_csv: str = Field('pairs.csv', description='Name of the pairs CSV under root_dir (used when there are no pair lists)')
@@ -62,7 +62,7 @@ class FeaturesConfig(Section):
     cnn_pretrained: Union[bool, str] = Field(True, description='ImageNet weights from the torch cache (true), a file, or random (false)')
     iqa: bool = Field(False, description='Use the four IQA statistics: sharpness, brightness, contrast, colourfulness')
     cache: bool = Field(True, description='Read and write the feature cache under data.cache_dir (false: always extract)')
-    batch_size: int = Field(64, gt=0, description='Images per extraction batch')
+    batch_size: Optional[int] = Field(None, gt=0, description='Images per extraction batch (null: 64 on CUDA, 8 on the CPU, where larger batches run slower)')
 
 class RankTraining(TrainingConfig):
     optimizer: Literal['adam', 'adamw', 'sgd'] = 'adamw'
@@ -163,13 +163,13 @@ def pair_transforms(img_size:int, keep_aspect:bool=False, train:bool=False):
     "Resize (stretched or letterboxed), a horizontal flip when training, ImageNet normalisation."
     return T.Compose([T.ToImage(), resize(img_size, keep_aspect), *([T.RandomHorizontalFlip()] if train else []), *normalize()])
 
-# %% ../../nbs/21_rank.ipynb #b370b433
+# %% ../../nbs/21_rank.ipynb #4bbd7600
 def feature_extractors(cfg)->list:
     "The extractors `cfg.features` enables, in a fixed order."
-    f, d = cfg.features, cfg.data
+    f, d, p = cfg.features, cfg.data, cfg.training.mixed_precision   # the run's precision applies to extraction too
     out = []
-    if f.clip: out.append(CLIPFeatures(f.clip_model, f.clip_pretrained))
-    if f.cnn: out.append(CNNFeatures(f.cnn_backbone, f.cnn_layer, f.cnn_pretrained, d.img_size, d.keep_aspect))
+    if f.clip: out.append(CLIPFeatures(f.clip_model, f.clip_pretrained, p))
+    if f.cnn: out.append(CNNFeatures(f.cnn_backbone, f.cnn_layer, f.cnn_pretrained, d.img_size, d.keep_aspect, p))
     if f.iqa: out.append(IQAFeatures(d.img_size, d.keep_aspect))
     return out
 
