@@ -93,3 +93,20 @@ def test_export_reproduces_pytorch(quick_run, fmt):
         import onnxruntime as ort
         got = ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(None, {'input0': x.numpy()})[0]
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_predict_agrees_with_evaluation(quick_run, tmp_path):
+    "`trainbench predict` needs only the run directory, and gives the label and probability evaluation gave."
+    from pathlib import Path
+    run_dir = Path(quick_run.stdout.strip().splitlines()[-1])
+    preds = pd.read_csv(run_dir/'predictions.csv').head(3)
+    res = run_cli('predict', run_dir, *preds.file)
+    assert res.returncode == 0, res.stderr
+    lines = [dict(kv.split('=') for kv in line.split('\t')[1:]) | {'image': line.split('\t')[0]}
+             for line in res.stdout.strip().splitlines()]
+    assert [l['image'] for l in lines] == list(preds.file)
+    assert [l['label'] for l in lines] == list(preds.prediction)
+    for l, (_, p) in zip(lines, preds.iterrows()):
+        assert abs(float(l['prob']) - p[f"prob_{p.prediction}"]) < 1e-3
+    bad = run_cli('predict', run_dir, tmp_path/'missing.jpg')
+    assert bad.returncode == 1 and bad.stderr.strip() == f"error: predict: image not found: {tmp_path/'missing.jpg'}"

@@ -14,7 +14,7 @@ from .runs import new_run_dir, read_summary, update_summary
 log = logging.getLogger('trainbench.experiments')
 
 # %% auto #0
-__all__ = ['log', 'experiments_dir', 'experiment_notebook', 'run_notebook']
+__all__ = ['log', 'experiments_dir', 'experiment_notebook', 'check_parameters', 'run_notebook']
 
 # %% ../nbs/07_experiments.ipynb #d5bc04f4
 def experiments_dir()->Path:
@@ -28,13 +28,23 @@ def experiment_notebook(task:str)->Path:
     if not p.exists(): raise TrainbenchError(f'{p}: no experiment notebook for task {task}')
     return p
 
-# %% ../nbs/07_experiments.ipynb #0f7e163b
+# %% ../nbs/07_experiments.ipynb #71af75ec
+def check_parameters(nb)->dict:
+    "The parameters of notebook `nb`; an error when it has no cell tagged `parameters`."
+    import papermill as pm
+    params = pm.inspect_notebook(str(nb))
+    if not params: raise TrainbenchError(f"{nb}: no cell tagged 'parameters' (papermill needs one to inject the run's settings)")
+    return params
+
+# %% ../nbs/07_experiments.ipynb #5ed6ee13
 def run_notebook(config, # template name, YAML path, dict or `Config`
                  overrides=None, # dotted overrides
                  output_dir=None, # base folder for runs
                  notebook=None, # the notebook to execute (default: the task's experiment notebook)
                  kernel_name:str='python3',
                  cwd=None, # the kernel's working directory (default: this process's)
+                 run_dir=None, # use this new or empty directory instead of a generated one
+                 cell_timeout:float=None, # seconds any one cell may run (None: no limit)
                 )->Path:
     "Execute an experiment notebook with papermill for one run; returns the run directory."
     import papermill as pm
@@ -43,7 +53,9 @@ def run_notebook(config, # template name, YAML path, dict or `Config`
     if output_dir is not None: ov.append(('output.dir', str(output_dir)))
     cfg = load_config(config, ov)
     nb = Path(notebook) if notebook else experiment_notebook(cfg.task)
-    run_dir = new_run_dir(cfg).resolve()
+    check_parameters(nb)
+    if run_dir is None: run_dir = new_run_dir(cfg).resolve()
+    else: (run_dir := Path(run_dir).resolve()).mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir/'config.yaml')
     params = dict(config=str(run_dir/'config.yaml'), overrides={}, output_dir=None, run_dir=str(run_dir))
     out = run_dir/nb.name
@@ -51,7 +63,7 @@ def run_notebook(config, # template name, YAML path, dict or `Config`
     log.info(f'Executing {nb} for {run_dir}')
     try:
         pm.execute_notebook(str(nb), tmp, parameters=params, kernel_name=kernel_name, progress_bar=False,
-                            cwd=str(cwd or os.getcwd()))
+                            cwd=str(cwd or os.getcwd()), execution_timeout=cell_timeout)
     except Exception as e:
         if read_summary(run_dir).get('status') != 'failed':   # it failed before train() could say so
             update_summary(run_dir, status='failed', error=' '.join(f'{type(e).__name__}: {e}'.split())[:2000])

@@ -190,7 +190,7 @@ class MarginRankingLoss(nn.Module):
     def activation(self, x): return torch.sigmoid(x)
     def decodes(self, x): return x > 0
 
-# %% ../../nbs/21_rank.ipynb #4d269901
+# %% ../../nbs/21_rank.ipynb #c0869f42
 @register_task
 class Rank(Task):
     "Siamese pairwise photo-quality ranking."
@@ -227,12 +227,14 @@ class Rank(Task):
             make = lambda df, train: ImagePairs(df.image1, df.image2, df.label, pair_transforms(d.img_size, d.keep_aspect, train))
         dls = make_dataloaders(make(pairs['train'], True), make(pairs['val'], False), bs, nw, device)
         evals = {s: eval_dataloader(make(pairs[s], False), bs, nw, device) for s in ('test', 'val') if s in pairs and len(pairs[s])}
-        return TaskData(dls, evals, {'mode': cfg.model.mode}, extra)
+        info = {'mode': cfg.model.mode, **({'dims': dims} if cfg.model.mode == 'frozen' else {})}
+        return TaskData(dls, evals, info, extra)
 
     def model(self, cfg, data):
         if cfg.model.mode == 'e2e': m = e2e_ranker(cfg)
         else:
-            norm = copy.deepcopy(data.extra['norm'])
+            # rebuilt from a checkpoint (predict), the statistics come from its state dict
+            norm = copy.deepcopy(data.extra['norm']) if 'norm' in data.extra else FeatureNorm(*torch.ones(2, sum(data.info['dims'])), data.info['dims'])
             m = PairRanker(norm, mlp_scorer(len(norm.mean), cfg.model.mlp_hidden_dims, cfg.model.dropout))
         log.info(describe_params(f'{cfg.model.mode} ranker' + (f' ({cfg.model.name})' if cfg.model.mode == 'e2e' else ''), m))
         return m
@@ -268,6 +270,16 @@ class Rank(Task):
         preds = pairs[['series', 'image1', 'image2', 'agreement', 'label']].assign(
             score1=s1, score2=s2, prob=1/(1 + np.exp(-(s1 - s2))), correct=correct)
         return results, preds
+
+    def predict(self, model, cfg, info, files, out_dir, **opts):
+        "Each image's score s(image), and its rank among `files` (1 = best): a series ranked in one call."
+        dev = next(model.parameters()).device
+        if info['mode'] == 'frozen': x = torch.from_numpy(frozen_features(cfg, files, dev)[0])
+        else: x = torch.stack([pair_transforms(cfg.data.img_size, cfg.data.keep_aspect)(open_image(f)) for f in files])
+        scores = torch.cat([model.score(b.to(dev)).float().cpu() for b in x.split(cfg.training.batch_size)]).tolist()
+        order = sorted(range(len(files)), key=lambda i: -scores[i])
+        ranks = {i: r + 1 for r, i in enumerate(order)}
+        return [{'image': str(f), 'score': s, 'rank': ranks[i]} for i, (f, s) in enumerate(zip(files, scores))]
 
     def synth(self, dest, n:int=None, seed:int=0)->Path:
         return synth_phototriage(dest, n or 300, seed=seed)
