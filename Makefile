@@ -32,6 +32,15 @@ lab: $(STAMP)
 export: $(STAMP)
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
 
+# The documentation site, built from the notebooks into _docs/ (open _docs/index.html, or serve it with
+# `python -m http.server -d _docs`). With Quarto installed this is nbdev's `nbdev_docs`. Without it (no package
+# registry carries Quarto), nbdev's own notebook processing writes _proc/ and Sphinx + myst-nb + sphinx-book-theme
+# render it: myst-nb shows the outputs the notebooks saved without running them (docs never re-run training) and
+# parses show_doc's Markdown (its tables), Sphinx's search is a static index that works offline, and the toctree
+# keeps nbdev's notebook order. tools/docs.py says more.
+docs: $(STAMP)
+	$(BIN)/python tools/docs.py
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_classify.py
 
