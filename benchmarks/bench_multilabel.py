@@ -1,0 +1,120 @@
+"""Speed of the multilabel task, as ratios measured side by side in one process on the same data.
+
+1. The memory bank's share of a training step: the seconds of a training step of the memory model minus those of the
+   same network without the bank, over the memory model's step (forward, backward, optimizer step), fastest of
+   several interleaved repetitions. The bank's own forward (retrieval and update) is also timed alone on features of
+   the same shape. Goal: <= 5%. Every update strategy is measured, at the bank size given.
+2. Training throughput of trainbench (the fastai Learner with the run's callbacks: run writer, early stopping, stop
+   flag, the task's AUC metric) against a minimal hand-written PyTorch loop on the same memory model, batch size,
+   optimizer and dataset (phase 2's: all synthetic films). Goal: >= 0.95. The ratio is hand-written seconds /
+   trainbench seconds per training epoch, interleaved, fastest of several epochs.
+
+On a shared CPU these numbers move by several percent from run to run; on CUDA, pass --device cuda.
+
+Run: .venv/bin/python benchmarks/bench_multilabel.py [--model resnet18] [--img-size 64] [--bs 32] [--device cpu]
+"""
+import argparse, tempfile, time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainbench.config import load_config
+from trainbench.core import get_task, log_to_console
+from trainbench.learner import StopTraining, build_learner, get_device, training_callbacks
+from trainbench.tasks.multilabel import MemoryBank, memory_classifier
+from fastai.callback.core import Callback
+
+
+def sync(dev):
+    if dev.type == 'cuda': torch.cuda.synchronize()
+
+
+def step_seconds(model, x, y, opt, dev, reps):
+    "Fastest seconds of one training step over `reps` steps (after one warm-up)."
+    model.train(); ts = []
+    for i in range(reps + 1):
+        sync(dev); t0 = time.perf_counter()
+        loss = nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+        sync(dev); ts.append(time.perf_counter() - t0)
+    return min(ts[1:])
+
+
+def memory_share(model_name, img_size, bs, bank_size, dev, reps=10, rounds=3):
+    x, y = torch.randn(bs, 3, img_size, img_size, device=dev), torch.randint(0, 2, (bs, 14), device=dev).float()
+    print(f'Memory bank share of a training step: {model_name} {img_size}px bs{bs}, bank {bank_size}, {dev}')
+    for strategy in MemoryBank.strategies:
+        over = {'model.name': model_name, 'model.pretrained': False, 'memory.bank_size': bank_size, 'memory.update_strategy': strategy}
+        torch.manual_seed(0)
+        with_mem = memory_classifier(load_config('multilabel/quick', over)).to(dev)
+        torch.manual_seed(0)
+        without = memory_classifier(load_config('multilabel/quick', {**over, 'memory.use_memory': False})).to(dev)
+        opts = [torch.optim.AdamW(m.parameters(), 1e-3, fused=True) for m in (with_mem, without)]
+        with torch.no_grad(): with_mem.train()(x)   # features in the bank before timing
+        for _ in range(bank_size//bs + 1): with_mem.memory(torch.randn(bs, with_mem.backbone.dim, device=dev))
+        tm, tn = [], []
+        for _ in range(rounds):   # interleaved, so drift in machine speed hits both alike
+            tm.append(step_seconds(with_mem, x, y, opts[0], dev, reps)); tn.append(step_seconds(without, x, y, opts[1], dev, reps))
+        tm, tn = min(tm), min(tn)
+        z = torch.randn(bs, with_mem.backbone.dim, device=dev, requires_grad=True)
+        bank = with_mem.memory.train(); tb = []
+        for _ in range(reps*rounds + 1):
+            sync(dev); t0 = time.perf_counter(); bank(z).sum().backward(); sync(dev); tb.append(time.perf_counter() - t0)
+        tb = min(tb[1:])
+        print(f'  {strategy:12s} step {tm*1000:7.1f} ms with memory, {tn*1000:7.1f} ms without: share {(tm - tn)/tm:6.1%}; '
+              f'bank alone {tb*1000:6.2f} ms = {tb/tm:5.1%} of the step')
+
+
+class TrainTimer(Callback):
+    order = 100
+    def __init__(self): self.train_s = []
+    def before_train(self): self.t0 = time.perf_counter()
+    def after_train(self): self.train_s.append(time.perf_counter() - self.t0)
+
+
+def throughput_ratio(root, model_name, img_size, bs, dev, epochs):
+    over = {'data.root_dir': str(root), 'data.img_size': img_size, 'data.num_workers': 0, 'model.name': model_name,
+            'model.pretrained': False, 'phase2.batch_size': bs, 'phase1.batch_size': bs, 'output.tensorboard': False,
+            'training.device': str(dev)}
+    cfg = load_config('multilabel/quick', over)
+    task = get_task('multilabel')
+    data = task.data(cfg, dev)
+    dls = data.dls.multilabel.phases[2]
+    data.dls = dls
+    n = len(dls.train.dataset)
+    torch.manual_seed(0)
+    learn = build_learner(task, cfg, data, task.model(cfg, data), path=tempfile.mkdtemp())
+    learn.add_cb(StopTraining())
+    timer, run_dir = TrainTimer(), Path(tempfile.mkdtemp())
+    torch.manual_seed(0)
+    model = task.model(cfg, data).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=cfg.training.weight_decay, fused=True)
+    train_dl = torch.utils.data.DataLoader(dls.train.dataset, batch_size=bs, shuffle=True, drop_last=dls.train.drop_last)
+    hand = []
+    for _ in range(epochs):
+        learn.fit(1, 1e-3, cbs=training_callbacks(task, cfg, run_dir, data.info) + [timer])
+        sync(dev); t0 = time.perf_counter(); model.train()
+        for x, y in train_dl:
+            x, y = x.to(dev), y.to(dev)
+            loss = nn.functional.binary_cross_entropy_with_logits(model(x), y)
+            opt.zero_grad(); loss.backward(); opt.step()
+        sync(dev); hand.append(time.perf_counter() - t0)
+    tb, hw = min(timer.train_s[1:]), min(hand[1:])
+    print(f'Training throughput: {model_name} {img_size}px bs{bs}, {n} films, fastest of {epochs-1} epochs: '
+          f'trainbench {n/tb:.1f} img/s, hand-written loop {n/hw:.1f} img/s: ratio {hw/tb:.3f} (goal >= 0.95)')
+    return hw/tb
+
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--model', default='resnet18'); p.add_argument('--img-size', type=int, default=64)
+    p.add_argument('--bs', type=int, default=32); p.add_argument('--bank-size', type=int, default=512)
+    p.add_argument('--device', default='cpu'); p.add_argument('--epochs', type=int, default=4)
+    p.add_argument('--n', type=int, default=400, help='synthetic films')
+    a = p.parse_args()
+    log_to_console()
+    dev = get_device(a.device)
+    memory_share(a.model, a.img_size, a.bs, a.bank_size, dev)
+    root = get_task('multilabel').synth(Path(tempfile.mkdtemp())/'cxr', a.n, 0)
+    throughput_ratio(root, a.model, a.img_size, a.bs, dev, a.epochs)
