@@ -54,6 +54,10 @@ NOTEBOOKS = docs_tool.nbdev_order(ROOT/'nbs')
 PAGES = {docs_tool.page_name(p.relative_to(ROOT/'nbs')).as_posix() + '.html': p for p in NOTEBOOKS}
 
 
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args): pass
+
+
 @pytest.fixture(scope='module')
 def site():
     "Build (incrementally) and serve `_docs/` on 127.0.0.1 for this module's tests; stop the server afterwards."
@@ -63,9 +67,7 @@ def site():
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     build_s = time.time() - t
     assert build_s < 180, f"the docs build took {build_s:.0f}s (at most 3 minutes)"
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SITE))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(_Quiet, directory=str(SITE)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     watchdog = threading.Timer(SERVER_LIFETIME, server.shutdown)
     watchdog.daemon = True
@@ -216,3 +218,24 @@ def test_search(site, browser, symbol):
         assert want, f"no notebook defines {symbol}"
         assert set(want) & set(hrefs), (symbol, want, hrefs)
     finally: page.close()
+
+
+def test_saved_outputs_are_kept_and_hidden_cells_dropped(tmp_path):
+    "The processing keeps a notebook's saved outputs (a plot) as they are, and drops `#| hide` cells (no Sphinx here)."
+    import base64, nbformat
+    png = base64.b64encode((ROOT/'docs'/'_static'/'trainbench.css').read_bytes()).decode()   # any bytes will do
+    nb = nbformat.v4.new_notebook(metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3',
+                                                           'language': 'python'}})
+    nb.cells = [nbformat.v4.new_markdown_cell('# plots\n> A notebook with a saved plot.\n\nWhy it plots.'),
+                nbformat.v4.new_code_cell('#| hide\nsecret = 1'),
+                nbformat.v4.new_code_cell('plot_history(run)', outputs=[nbformat.v4.new_output(
+                    'display_data', data={'image/png': png, 'text/plain': '<Figure>'})])]
+    nbformat.write(nb, tmp_path/'plots.ipynb')
+    docs_tool.TABLE_RENDERER, docs_tool.PROCS = docs_tool._table_renderer(), docs_tool._procs()
+    title = docs_tool.process(tmp_path/'plots.ipynb', tmp_path/'out'/'plots.ipynb', 0, '')
+    assert title == 'plots'
+    out = json.loads((tmp_path/'out'/'plots.ipynb').read_text())
+    src = [''.join(c['source']) for c in out['cells']]
+    assert src[0].startswith('# plots') and 'A notebook with a saved plot.' in src[0] and 'Why it plots.' in src
+    assert not any('secret' in s or '#|' in s for s in src)
+    assert [o['data']['image/png'] for c in out['cells'] for o in c.get('outputs', [])] == [png]
