@@ -312,7 +312,7 @@ class CarryState(Callback):
         w.best, w.best_epoch = self.best, self.best_epoch
         if es is not None: es.best, es.wait = self.best, self.wait
 
-# %% ../../nbs/51_multilabel.ipynb #f4848aba
+# %% ../../nbs/51_multilabel.ipynb #123287fa
 @register_task
 class Multilabel(Task):
     "Memory-augmented multi-label chest X-ray classifier, trained in two phases."
@@ -368,10 +368,11 @@ class Multilabel(Task):
         cbs = [cb for cb in cbs if not isinstance(cb, ResumeState)]
         p1_file = run_dir/'phase1_model.pth'
         p1_end = load_checkpoint(p1_file)['epoch'] if resume is not None and p1_file.exists() else None
-        self._carry = self._resume_state(resume)
+        carry = self._resume_state(resume)
         if p1_end is None:
             lr = self._phase1_lr(learn, cfg, run_dir, ctx)
-            if not self._run_phase(learn, cfg, ctx, 1, phase1_stages(cfg.phase1, lr), start_epoch, cbs, writer): return
+            carry = self._run_phase(learn, cfg, ctx, 1, phase1_stages(cfg.phase1, lr), start_epoch, cbs, writer, carry)
+            if carry is None: return                                    # stopped by the user
             p1_end = writer.records[-1]['epoch']
             if (run_dir/'best_model.pth').exists(): learn.model.load_state_dict(load_checkpoint(run_dir/'best_model.pth')['model'])
             self._save_phase(learn, cfg, 1, p1_file, p1_end, ctx)
@@ -380,7 +381,9 @@ class Multilabel(Task):
         if not p2.epochs: return
         if start_epoch == p1_end: learn.model.load_state_dict(load_checkpoint(p1_file)['model'])   # phase 2 starts from phase 1
         st = Stage(2, p2.epochs, False, slice(p2.lr_min, p2.lr_max))
-        if not self._run_phase(learn, cfg, ctx, 2, [st], start_epoch - p1_end, cbs, writer, new_phase=start_epoch == p1_end): return
+        if start_epoch == p1_end: carry = CarryState(writer.best, writer.best_epoch, 0)   # patience restarts, the best carries on
+        else: carry.wait = min(carry.wait, start_epoch - p1_end)                             # resumed inside phase 2
+        if self._run_phase(learn, cfg, ctx, 2, [st], start_epoch - p1_end, cbs, writer, carry) is None: return
         self._save_phase(learn, cfg, 2, run_dir/'phase2_model.pth', writer.records[-1]['epoch'], ctx)
 
     def _resume_state(self, ckpt):
@@ -397,11 +400,9 @@ class Multilabel(Task):
                  f'training images, batch {p.batch_size}, {p.loss.upper()} loss' +
                  (f', memory momentum {p.memory_momentum}' if learn.model.memory is not None else ''))
 
-    def _run_phase(self, learn, cfg, ctx, phase:int, stages:list, done:int, cbs:list, writer, new_phase:bool=True)->bool:
-        "Run a phase's stages after `done` of its epochs; False when the user stopped the run."
+    def _run_phase(self, learn, cfg, ctx, phase:int, stages:list, done:int, cbs:list, writer, carry:CarryState)->CarryState|None:
+        "Run a phase's stages after `done` of its epochs, starting from `carry`; the state to carry on, None when the user stopped."
         self._set_phase(learn, cfg, phase, ctx)
-        if new_phase and phase > 1:                                    # early-stopping patience restarts, the best carries on
-            self._carry = CarryState(writer.best, writer.best_epoch, 0)
         for st in stages:
             if done >= st.epochs: done -= st.epochs; continue
             learn.freeze() if st.frozen else learn.unfreeze()
@@ -409,15 +410,15 @@ class Multilabel(Task):
             n0 = len(writer.records)
             log.info(f'Phase {phase}, {"backbone frozen" if st.frozen else "all layers"}: {st.epochs - done} epochs, '
                      f"lr {', '.join(f'{h:.2g}' for h in np.atleast_1d(st.lr.stop if st.lr.start is None else [st.lr.start, st.lr.stop]))}")
-            fit_stage(learn, st, [*cbs, self._carry], done)
-            if learn.stop_training.requested.is_set(): return False
+            fit_stage(learn, st, [*cbs, carry], done)
+            if learn.stop_training.requested.is_set(): return None
             es = getattr(learn, 'early_stopping', None)
-            self._carry = CarryState(writer.best, writer.best_epoch, es.wait if es is not None else 0)
+            carry = CarryState(writer.best, writer.best_epoch, es.wait if es is not None else 0)
             if len(writer.records) - n0 < st.epochs - done:
                 log.info(f'Phase {phase} ended early at epoch {writer.records[-1]["epoch"]}')
                 break
             done = 0
-        return True
+        return carry
 
     def _phase1_lr(self, learn, cfg, run_dir, ctx)->float:
         "Phase 1's LR: the configured one, or the LR finder's valley (found once per run, reused on resume)."
