@@ -336,7 +336,7 @@ def write_evaluation(run_dir, task:Task, learn:Learner, data:TaskData, split:str
     atomic_write(Path(run_dir)/f'predictions{suffix}.csv', lambda f: preds.to_csv(f, index=False))
     return results
 
-# %% ../nbs/05_learner.ipynb #42948e41
+# %% ../nbs/05_learner.ipynb #9182c199
 @dataclass
 class Run:
     "The outcome of `train`: where the run lives, and what it produced."
@@ -370,9 +370,11 @@ def train(config=None, # a template name, YAML path, dict or `Config`
           run_dir=None, # use this (new or empty) run directory instead of a generated one
           resume=None, # an existing run directory to continue
           quick_experiment:float=None, # train on this fraction of the data
+          cbs:list=None, # more fastai callbacks for the whole run: a progress display, the `StopTraining` a Stop button sets
          )->Run:
     "Train a model as described by `config`; returns the `Run`."
     log_to_console()
+    extra = list(cbs or [])
     overrides = list(overrides.items()) if isinstance(overrides, dict) else list(overrides or [])
     if output_dir is not None: overrides.append(('output.dir', str(output_dir)))
     if quick_experiment is not None: overrides.append(('data.quick_experiment', quick_experiment))
@@ -400,7 +402,8 @@ def train(config=None, # a template name, YAML path, dict or `Config`
             log.info(f'Optimizer: {OPTIMIZER_NAMES[cfg.training.optimizer]}, LR: {cfg.training.lr:g}')
             log.info(f'Starting training for {cfg.training.epochs - start} epochs...')
             cbs = training_callbacks(task, cfg, run_dir, data.info, start, records, ckpt)
-            learn.add_cb(StopTraining())
+            stop = next((cb for cb in extra if isinstance(cb, StopTraining)), None) or StopTraining()
+            learn.add_cbs([stop] + [cb for cb in extra if cb is not stop])
             with stop_on_signals(learn.stop_training): task.fit(learn, cfg, cbs, start)
             if learn.stop_training.requested.is_set(): return _stopped(run_dir, cfg, learn)
             return _finish(run_dir, task, cfg, learn, data, time.time() - t0)
