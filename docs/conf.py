@@ -20,6 +20,8 @@ exclude_patterns = ['_site', 'jupyter_execute', '.*', '**/.*', '**/.ipynb_checkp
 nb_execution_mode = 'off'
 # show_doc's output is Markdown: parse it as such, so its signature, docstring and parameter table render.
 nb_render_markdown_format = 'myst'
+# Widgets need a running kernel, and their JavaScript would come from a CDN: the offline site loads none.
+nb_ipywidgets_js = {}
 myst_enable_extensions = ['attrs_block', 'attrs_inline', 'colon_fence', 'deflist', 'html_image']
 myst_heading_anchors = 3
 # A notebook's numbered headings and nbdev's doc links produce no cross-reference warnings worth failing on.

@@ -18,8 +18,16 @@ CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-
                  '--disable-background-networking', '--disable-component-update']
 SERVER_LIFETIME = 300   # seconds: the server stops itself even if the test process hangs
 
-sys.path.insert(0, str(ROOT/'tools'))
-import docs as docs_tool   # tools/docs.py: the notebooks' order and page names
+def _load_tool():
+    "tools/docs.py (build tooling, not part of the package): the notebooks' order, page names and processing."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('trainbench_docs_tool', ROOT/'tools'/'docs.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+docs_tool = _load_tool()
 
 
 def _title(nb_path):

@@ -77,7 +77,7 @@ def _procs():
     "nbdev's docs processors (`FilterDefaults`), with the three changes the module docstring lists."
     import ast
     from nbdev.processors import FilterDefaults, rm_export, add_show_docs, exec_show_docs, _do_eval
-    from nbdev.frontmatter import FrontmatterProc
+    from nbdev.process import Processor
     from execnb.nbio import mk_cell
 
     def rm_hidden(cell):
@@ -95,7 +95,7 @@ def _procs():
                 if j - i > 1: self.nb.cells[i:j] = self.nb.cells[i:j][::-1]
                 i = j + 1
 
-    class split_title(FrontmatterProc.__base__):
+    class split_title(Processor):
         "Split the first markdown cell into its H1 + `>` summary (nbdev's front matter) and the prose after it."
         def begin(self):
             for k, c in enumerate(self.nb.cells):
@@ -226,6 +226,7 @@ def to_myst(nb, depth:int, base:str):
                 o['data'].pop('text/plain', None)
             if not c.source.strip() and not c.get('outputs'): continue
         cells.append(c)
+    nb.metadata.pop('widgets', None)   # widget state saved by nbdev's processing: nothing to show without a kernel
     for i, c in enumerate(cells): c['id'] = c.get('id') or f'docs-{i}'   # nbformat 4.5 wants every cell to have one
     nb.cells = cells
     return nb
