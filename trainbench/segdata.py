@@ -152,10 +152,10 @@ def read_dataset(root, name:str, fmt:str='auto', val_split:float=0.1, test_split
         splits['val'], splits['train'] = [items[i] for i in sorted(idx[:n_val])], [items[i] for i in sorted(idx[n_val:])]
     return {s: splits[s] for s in ('train', 'val', 'test') if splits.get(s)}
 
-# %% ../nbs/40_segment_data.ipynb #6d6358e3
+# %% ../nbs/40_segment_data.ipynb #27c2d9b5
 def _wall(rng, size:int)->np.ndarray:
     "A plaster-like texture: a base colour, low-frequency shading and fine grain, as float (H, W, 3)."
-    base = rng.uniform(150, 215) + rng.uniform(-12, 12, 3)
+    base = rng.uniform(140, 200) + rng.uniform(-12, 12, 3)
     low = np.asarray(Image.fromarray(rng.normal(0, 1, (6, 6)).astype(np.float32)).resize((size, size), Image.BICUBIC))
     return base + 9*low[..., None] + rng.normal(0, 5, (size, size, 1)) + rng.normal(0, 2, (size, size, 3))
 
@@ -168,7 +168,7 @@ def _crack_quads(rng, size:int)->list:
         q = p + size/14*np.array([math.cos(ang), math.sin(ang)])
         w2 = float(np.clip(w + rng.normal(0, 0.6)*size/128, 1.5*size/128, 5*size/128))
         n = np.array([-(q - p)[1], (q - p)[0]]) / (np.linalg.norm(q - p) + 1e-9)
-        quads.append([*(p + n*w/2), *(q + n*w2/2), *(q - n*w2/2), *(p - n*w/2)])
+        quads.append([round(float(v), 2) for v in (*(p + n*w/2), *(q + n*w2/2), *(q - n*w2/2), *(p - n*w/2))])   # as the COCO file stores them
         p, w = q, w2
         if not (0 <= p[0] < size and 0 <= p[1] < size): break
     return quads
@@ -182,6 +182,16 @@ def _tape_boxes(rng, size:int)->list:
         boxes.append([round(c), round(a), round(t), round(b - a)] if rng.random() < 0.5 else [round(a), round(c), round(b - a), round(t)])
     return boxes
 
+def _joint_compound(rng, wall:np.ndarray, boxes:list)->np.ndarray:
+    "Taped and mudded wall: the wall blurred smooth, brighter by 30 to 45 grey levels, with trowel streaks along each strip."
+    smooth = np.asarray(Image.fromarray(np.clip(wall, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(2)), dtype=float)
+    out = smooth + rng.uniform(30, 45)
+    for _, (x, y, w, h) in boxes:   # streaks: noise across the strip, constant along it, like a taping knife's drag marks
+        region = out[y:y + h, x:x + w]                                   # a view: += writes into `out`
+        across = rng.normal(0, 4, region.shape[1] if w < h else region.shape[0])
+        region += across[None, :, None] if w < h else across[:, None, None]
+    return out
+
 def synth_wall(rng, size:int, kind:str)->tuple:
     "(RGB uint8 image, {0, 1} mask, COCO shapes) of one synthetic wall with cracks or taping."
     img = _wall(rng, size)
@@ -192,8 +202,7 @@ def synth_wall(rng, size:int, kind:str)->tuple:
     else:
         shapes = [('box', b) for b in _tape_boxes(rng, size)]
         mask = rasterise(shapes, (size, size))
-        smooth = np.asarray(Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(2)), dtype=float)
-        img = img*(1 - mask[..., None]) + (smooth + rng.uniform(14, 24))*mask[..., None]
+        img = img*(1 - mask[..., None]) + _joint_compound(rng, img, shapes)*mask[..., None]
     return np.clip(img, 0, 255).astype(np.uint8), mask, shapes
 
 def _coco_json(entries:list, category:str)->dict:

@@ -37,7 +37,7 @@ __all__ = ['log', 'DEFAULT_DATASETS', 'SegmentDataset', 'SegmentData', 'SegmentM
            'seg_scores', 'prompt_key', 'SegStats', 'SegMetric', 'seg_metrics', 'seg_transforms', 'PromptedMasks',
            'SegmentEpochLog', 'Segment']
 
-# %% ../../nbs/41_segment.ipynb #3dbc8246
+# %% ../../nbs/41_segment.ipynb #a7b07228
 class SegmentDataset(Section):
     name: str = Field(description='Dataset name, used in logs and per-dataset results')
     path: Optional[str] = Field(None, description='Folder under data.root_dir (null: the name)')
@@ -71,6 +71,7 @@ class SegmentModel(ModelConfig):
     reduce_dim: int = Field(64, gt=0, description='Decoder width')
     n_heads: int = Field(4, gt=0, description='Attention heads of the decoder transformer layers')
     decoder_ff: int = Field(2048, gt=0, description="Feed-forward width of the decoder transformer layers (CLIPSeg's, torch's default: 2048)")
+    decoder_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in the decoder transformer layers (CLIPSeg's, torch's default: 0.1)")
     complex_trans_conv: bool = Field(False, description='Head: conv + two transposed convs (true), or one patch-sized transposed conv')
     freeze_backbone: bool = Field(True, description='Keep the CLIP image encoder frozen (the text encoder always is)')
 
@@ -116,7 +117,7 @@ def load_clip(model:str, pretrained=None):
     except TrainbenchError as e: raise type(e)(str(e).replace('features.clip_', 'model.clip_')) from None
     return clip, open_clip.get_tokenizer(clip_model_name(model))
 
-# %% ../../nbs/41_segment.ipynb #0313a77f
+# %% ../../nbs/41_segment.ipynb #88c2fab1
 def trans_conv_head(d:int, patch:int, complex:bool=False)->nn.Module:
     "CLIPSeg's head: (B, d, h, w) -> (B, 1, h*patch, w*patch)."
     if not complex: return nn.ConvTranspose2d(d, 1, patch, stride=patch)
@@ -136,6 +137,7 @@ class CLIPSeg(nn.Module):
                  reduce_dim:int=64, # decoder width
                  n_heads:int=4, # heads of the decoder's transformer layers
                  decoder_ff:int=2048, # feed-forward width of the decoder's transformer layers
+                 dropout:float=0.1, # dropout of the decoder's transformer layers
                  complex_trans_conv:bool=False, # CLIPSeg's conv + two transposed convs head
                  freeze_backbone:bool=True, # keep the image encoder frozen
                 ):
@@ -151,7 +153,7 @@ class CLIPSeg(nn.Module):
         width, cond = visual.conv1.out_channels, clip.text_projection.shape[1]
         self.film_mul, self.film_add = nn.Linear(cond, reduce_dim), nn.Linear(cond, reduce_dim)
         self.reduces = nn.ModuleList([nn.Linear(width, reduce_dim) for _ in self.extract_layers])
-        self.blocks = nn.ModuleList([nn.TransformerEncoderLayer(reduce_dim, n_heads, decoder_ff, batch_first=True) for _ in self.extract_layers])
+        self.blocks = nn.ModuleList([nn.TransformerEncoderLayer(reduce_dim, n_heads, decoder_ff, dropout, batch_first=True) for _ in self.extract_layers])
         self.head = trans_conv_head(reduce_dim, visual.patch_size[0], complex_trans_conv)
         self.register_buffer('prompt_emb', self.encode_text(self.prompts))   # (P, cond): computed once, saved with the model
 
@@ -317,7 +319,7 @@ class SegmentEpochLog(Callback):
         best = lambda k: max((r[k] for r in w.records if r.get(k) == r.get(k) and k in r), default=None)
         update_summary(w.run_dir, best_val_iou=best('valid_iou'), best_val_dice=best('valid_dice'))
 
-# %% ../../nbs/41_segment.ipynb #95dc7865
+# %% ../../nbs/41_segment.ipynb #4a54a49d
 def _overlay(img:Image.Image, mask:np.ndarray, colour=(255, 40, 40), alpha:float=0.5)->Image.Image:
     "`img` with `mask` tinted in `colour`."
     a = np.asarray(img, dtype=np.float32)
@@ -358,7 +360,7 @@ class Segment(Task):
         m = cfg.model
         clip, tok = load_clip(m.clip_model, m.clip_pretrained if m.pretrained else None)
         model = CLIPSeg(clip, tok, data.info['prompts'], cfg.data.img_size, m.extract_layers, m.reduce_dim, m.n_heads, m.decoder_ff,
-                        m.complex_trans_conv, m.freeze_backbone)
+                        m.decoder_dropout, m.complex_trans_conv, m.freeze_backbone)
         log.info(describe_params(f"CLIPSeg ({m.clip_model}, layers {', '.join(map(str, model.extract_layers))})", model))
         return model
 
