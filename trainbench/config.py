@@ -19,7 +19,7 @@ __all__ = ['KEY_ALIASES', 'FLAT_CLASSIFY_KEYS', 'Section', 'DataConfig', 'ModelC
            'find_config', 'from_flat_params', 'is_flat_params', 'read_yaml', 'load_config', 'config_to_yaml',
            'save_config']
 
-# %% ../nbs/01_config.ipynb #57e20647
+# %% ../nbs/01_config.ipynb #e5d358b2
 class Section(BaseModel):
     "A config section: unknown keys are errors, and values are checked on assignment too."
     model_config = ConfigDict(extra='forbid', validate_assignment=True, validate_default=True,
@@ -33,6 +33,7 @@ class DataConfig(Section):
     quick_experiment: Optional[float] = Field(None, gt=0, le=1, description='Train and evaluate on this fraction of the data (null: all of it)')
     on_corrupt: Literal['fail', 'skip'] = Field('fail', description="A corrupt or truncated image fails the run ('fail', naming the file) or is left out with a warning and a count ('skip')")
     cache_dir: Path = Field(Path('data/cache'), description='Caches shared by runs and experiments (extracted features, decoded images)')
+    cache_images: bool = Field(False, description='Decode and resize each image once into a memory-mapped uint8 cache under cache_dir, shared by runs (tasks that support it)')
 
 class ModelConfig(Section):
     name: str = Field('mobilenet_v3_small', description='Architecture name, looked up in the task\'s model registry')

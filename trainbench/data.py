@@ -23,7 +23,7 @@ __all__ = ['log', 'IMAGENET_MEAN', 'IMAGENET_STD', 'open_image', 'load_image', '
            'train_transforms', 'eval_transforms', 'ImageDataset', 'check_images', 'stratified_split', 'subsample',
            'default_num_workers', 'make_dataloaders', 'eval_dataloader']
 
-# %% ../nbs/04_data.ipynb #98d7cb93
+# %% ../nbs/04_data.ipynb #3adeacbe
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def open_image(path)->Image.Image:
@@ -50,9 +50,9 @@ def resize(img_size:int, keep_aspect:bool=False):
 
 def normalize(): return [T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
-def train_transforms(img_size:int):
-    "The reference training augmentation."
-    return T.Compose([T.ToImage(), resize(img_size), T.RandomHorizontalFlip(0.5), T.RandomRotation(10),
+def train_transforms(img_size:int, resized:bool=False):
+    "The reference training augmentation (`resized`: the input is already `img_size`, e.g. from the decoded-image cache)."
+    return T.Compose([T.ToImage(), *([] if resized else [resize(img_size)]), T.RandomHorizontalFlip(0.5), T.RandomRotation(10),
                       T.ColorJitter(0.2, 0.2, 0.2), *normalize()])
 
 def eval_transforms(img_size:int, keep_aspect:bool=False):

@@ -1,0 +1,45 @@
+"""Sweep throughput, measured side by side in one process on the same synthetic data.
+
+1. The same 8 tiny classify runs as one sweep on an embedded Dask cluster of 2 workers, against 1 worker (the runs
+   one after another, through the same machinery). Goal: >= 1.6x faster with 2 workers on 2 cores.
+2. The per-run overhead of a papermill run: the notebook's wall time minus the training time its run recorded
+   (kernel start, imports, config, evaluation and report cells).
+
+Run: .venv/bin/python benchmarks/bench_sweep.py
+"""
+import json, tempfile, time
+from pathlib import Path
+
+from trainbench.core import get_task, log_to_console
+from trainbench.runs import read_summary
+from trainbench.sweep import run_sweep
+
+
+def sweep_file(path, data, n=8):
+    exps = ''.join(f'  s{i}: {{seed: {i}}}\n' for i in range(n))
+    path.write_text(f'base: classify/quick\noverrides: {{data.root_dir: {data}, data.img_size: 32, training.epochs: 2, '
+                    f'output.tensorboard: false, data.num_workers: 0}}\nexperiments:\n{exps}')
+    return path
+
+
+def main():
+    log_to_console()
+    tmp = Path(tempfile.mkdtemp())
+    data = get_task('classify').synth(tmp/'shapes', n=12, seed=0, img_size=32)
+    sw = sweep_file(tmp/'bench.yaml', data)
+    times = {}
+    for workers in (2, 1):
+        t0 = time.perf_counter()
+        res = run_sweep(sw, sweep_dir=tmp/f'w{workers}', workers=workers)
+        times[workers] = time.perf_counter() - t0
+        assert all(r['status'] == 'completed' for r in res.runs.values()), res.runs
+        if workers == 1:
+            overhead = [r['seconds'] - read_summary(r['run_dir'])['duration_s'] for r in res.runs.values()]
+            train = [read_summary(r['run_dir'])['duration_s'] for r in res.runs.values()]
+    print(f'8 tiny runs: 2 workers {times[2]:.1f} s, 1 worker {times[1]:.1f} s, '
+          f'2 workers are {times[1]/times[2]:.2f}x faster  (goal >= 1.6x)')
+    print(f'per-run overhead of a papermill run (kernel start, imports, evaluation cells): '
+          f'median {sorted(overhead)[len(overhead)//2]:.1f} s, against a median {sorted(train)[len(train)//2]:.1f} s of training')
+
+
+if __name__ == '__main__': main()
