@@ -69,6 +69,10 @@ def test_predict_gives_every_label(run, cxr):
     from trainbench.learner import predict
     row, = predict(run_dir, [img])
     assert len([k for k in row if k.startswith('prob_')]) == 14 and all(0 <= row[f'prob_{l}'] <= 1 for l in LABELS)
+    before = json.loads((run_dir/'results.json').read_text())
+    code, _, err = cli('evaluate', run_dir)                                    # the best model again, rebuilt from the run
+    assert code == 0, err
+    assert json.loads((run_dir/'results.json').read_text())['mean_auc'] == pytest.approx(before['mean_auc'], abs=1e-6)
 
 
 def test_freezing_freezes_and_groups_get_their_lrs():
