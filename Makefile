@@ -22,8 +22,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/trainbench demo
 
+# nbdev_test runs two notebooks at a time on two cores: one torch thread each, not two each.
 test: $(STAMP)
-	$(BIN)/nbdev_test --n_workers 2
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
 	$(BIN)/pytest tests
 
 lab: $(STAMP)
