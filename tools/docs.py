@@ -285,7 +285,8 @@ def proc_nbs(nbs:Path, proc:Path, force:bool=False)->list[tuple[Path, str]]:
     # Pages of notebooks that no longer exist.
     for f in proc.rglob('*.ipynb'):
         if f.relative_to(proc).with_suffix('') not in seen: f.unlink(); titles.pop(str(f.relative_to(proc).with_suffix('')), None)
-    titles_f.write_text(json.dumps(titles, indent=1))
+    new = json.dumps(titles, indent=1)
+    if not titles_f.exists() or titles_f.read_text() != new: titles_f.write_text(new)
     return pages
 
 
