@@ -27,17 +27,17 @@ from pydantic import BaseModel
 log = logging.getLogger('trainbench.widgets')
 
 # %% auto #0
-__all__ = ['log', 'LR_SUGGESTIONS', 'RESULT_VIEWS', 'has_frontend', 'png', 'field_kind', 'FieldInput', 'ConfigForm', 'find_lr',
-           'plot_lr_find', 'LRFinder', 'ProgressFeed', 'total_epochs', 'plot_training', 'TrainingDashboard',
-           'confusion_view', 'pairs_view', 'scores_view', 'overlays_view', 'roc_view', 'ResultsView', 'plot_curves',
-           'RunComparison', 'ensure_dataset']
+__all__ = ['log', 'LR_SUGGESTIONS', 'RESULT_VIEWS', 'has_frontend', 'png', 'show_png', 'field_kind', 'FieldInput', 'ConfigForm',
+           'find_lr', 'lr_suggestions', 'plot_lr_find', 'LRFinder', 'ProgressFeed', 'total_epochs', 'plot_training',
+           'TrainingDashboard', 'confusion_view', 'pairs_view', 'scores_view', 'overlays_view', 'roc_view',
+           'ResultsView', 'plot_curves', 'RunComparison', 'ensure_dataset']
 
 # %% ../nbs/70_widgets.ipynb #68c837bc
 def has_frontend()->bool:
     "True in a kernel a Jupyter server started, where widgets are shown and clicked; False under papermill or nbdev_test."
     return bool(os.environ.get('JPY_SESSION_NAME'))
 
-# %% ../nbs/70_widgets.ipynb #8100186e
+# %% ../nbs/70_widgets.ipynb #703a2b37
 def png(fig:Figure, dpi:int=90)->bytes:
     "The PNG bytes of `fig`."
     buf = io.BytesIO()
@@ -53,6 +53,11 @@ class _Shown:
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
+
+def show_png(data:bytes):
+    "Display PNG bytes as a static image: what a headless (papermill) notebook keeps of a widget's plot."
+    from IPython.display import Image, display
+    if data: display(Image(data=data, format='png'))
 
 # %% ../nbs/70_widgets.ipynb #91237914
 _LR_FIELD = re.compile(r'^lr(_min|_max)?$|^(?!min_).+_lr$')   # learning rates; `min_lr` (may be 0), `lr_mult`, `lr_ratio` are not
@@ -223,7 +228,7 @@ class ConfigForm(_Shown):
         self.message.value = _html_note(f'saved {p}')
         return p
 
-# %% ../nbs/70_widgets.ipynb #102e05bf
+# %% ../nbs/70_widgets.ipynb #077614ef
 LR_SUGGESTIONS = {'valley': valley, 'slide': slide, 'minimum': minimum, 'steep': steep}
 
 def find_lr(cfg:Config, # the run's config
@@ -237,14 +242,24 @@ def find_lr(cfg:Config, # the run's config
         if hasattr(learn, 'progress'): learn.remove_cb(ProgressCallback)
         learn.logger = noop
         before = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
-        try: sug = learn.lr_find(num_it=num_it, suggest_funcs=tuple(LR_SUGGESTIONS.values()), show_plot=False)
-        except IndexError:   # fastai's suggestions need more points than a search that diverged at once leaves
-            raise TrainbenchError(f'the LR search diverged after {len(learn.recorder.losses)} of {num_it} iterations, too few '
-                                  'to suggest an LR; try more iterations or a larger batch') from None
+        learn.lr_find(num_it=num_it, suggest_funcs=None, show_plot=False)
         after = learn.model.state_dict()
         same = before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    return {'lrs': [float(x) for x in learn.recorder.lrs], 'losses': [float(x) for x in learn.recorder.losses],
-            'suggestions': {k: float(v) for k, v in zip(LR_SUGGESTIONS, sug)}, 'weights_unchanged': same, 'task': cfg.task}
+    lrs, losses = [float(x) for x in learn.recorder.lrs], [float(x) for x in learn.recorder.losses]
+    return {'lrs': lrs, 'losses': losses, 'suggestions': lr_suggestions(lrs, losses, num_it), 'weights_unchanged': same, 'task': cfg.task}
+
+def lr_suggestions(lrs:list, losses:list, num_it:int)->dict:
+    "fastai's suggestions from a search's curve, as `Learner.lr_find` computes them; one that needs more points is left out."
+    # fastai raises for all four when one fails (`slide` needs more than 15 points): a short search still gets the others
+    lrs, losses = torch.tensor(lrs[num_it//10:-5]), torch.tensor(losses[num_it//10:-5])
+    if torch.isnan(losses).any(): n = int(torch.nonzero(torch.isnan(losses))[0]); lrs, losses = lrs[:n], losses[:n]
+    out = {}
+    for name, f in LR_SUGGESTIONS.items():
+        try: out[name] = float(f(lrs, losses, num_it)[0])
+        except (IndexError, ValueError, RuntimeError): pass
+    if not out: raise TrainbenchError(f'the LR search stopped after {len(losses) + num_it//10 + 5} iterations (the loss '
+                                      'diverged), too few to suggest an LR; try a larger batch or a smaller model')
+    return out
 
 def plot_lr_find(res:dict, pick:float=None)->Figure:
     "Loss against learning rate on a log axis, with fastai's suggestions and the picked LR marked."
@@ -258,7 +273,7 @@ def plot_lr_find(res:dict, pick:float=None)->Figure:
     ax.legend(fontsize=8)
     return fig
 
-# %% ../nbs/70_widgets.ipynb #7de39db0
+# %% ../nbs/70_widgets.ipynb #469a2990
 class LRFinder(_Shown):
     "fastai's LR finder on the form's config: the curve, the suggestions, a log slider, and 'Use this LR'."
     def __init__(self, form:ConfigForm, num_it:int=100):
@@ -288,7 +303,7 @@ class LRFinder(_Shown):
             self.status.value = _html_note(f'searching ({self.num_it.value} iterations)...')
             self.result = find_lr(cfg, self.num_it.value)
             s = self.result['suggestions']
-            self.pick.value = s['valley']
+            self.pick.value = s.get('valley') or next(iter(s.values()))
             self.draw()
             self.use_button.disabled = False
             self.status.value = _html_note('suggestions: ' + ', '.join(f'{k} {v:.1e}' for k, v in s.items()) +
