@@ -27,17 +27,17 @@ from pydantic import BaseModel
 log = logging.getLogger('trainbench.widgets')
 
 # %% auto #0
-__all__ = ['log', 'LR_SUGGESTIONS', 'RESULT_VIEWS', 'has_frontend', 'png', 'show_png', 'field_kind', 'FieldInput', 'ConfigForm',
-           'find_lr', 'lr_suggestions', 'plot_lr_find', 'LRFinder', 'ProgressFeed', 'total_epochs', 'plot_training',
-           'TrainingDashboard', 'confusion_view', 'pairs_view', 'scores_view', 'overlays_view', 'roc_view',
-           'ResultsView', 'plot_curves', 'RunComparison', 'ensure_dataset']
+__all__ = ['log', 'LR_SUGGESTIONS', 'RESULT_VIEWS', 'has_frontend', 'png', 'set_png', 'show_png', 'field_kind', 'FieldInput',
+           'ConfigForm', 'find_lr', 'lr_suggestions', 'plot_lr_find', 'LRFinder', 'ProgressFeed', 'total_epochs',
+           'plot_training', 'TrainingDashboard', 'confusion_view', 'pairs_view', 'scores_view', 'overlays_view',
+           'roc_view', 'ResultsView', 'plot_curves', 'RunComparison', 'ensure_dataset']
 
 # %% ../nbs/70_widgets.ipynb #68c837bc
 def has_frontend()->bool:
     "True in a kernel a Jupyter server started, where widgets are shown and clicked; False under papermill or nbdev_test."
     return bool(os.environ.get('JPY_SESSION_NAME'))
 
-# %% ../nbs/70_widgets.ipynb #703a2b37
+# %% ../nbs/70_widgets.ipynb #bb84def7
 def png(fig:Figure, dpi:int=90)->bytes:
     "The PNG bytes of `fig`."
     buf = io.BytesIO()
@@ -53,6 +53,11 @@ class _Shown:
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
+
+def set_png(image:W.Image, data:bytes):
+    "Show PNG `data` in `image`; an image widget stays hidden until it has something to show (no broken-image icon)."
+    image.value = data or b''
+    image.layout.display = None if data else 'none'
 
 def show_png(data:bytes):
     "Display PNG bytes as a static image: what a headless (papermill) notebook keeps of a widget's plot."
@@ -273,7 +278,7 @@ def plot_lr_find(res:dict, pick:float=None)->Figure:
     ax.legend(fontsize=8)
     return fig
 
-# %% ../nbs/70_widgets.ipynb #469a2990
+# %% ../nbs/70_widgets.ipynb #296d2eca
 class LRFinder(_Shown):
     "fastai's LR finder on the form's config: the curve, the suggestions, a log slider, and 'Use this LR'."
     def __init__(self, form:ConfigForm, num_it:int=100):
@@ -283,7 +288,7 @@ class LRFinder(_Shown):
         self.use_button = W.Button(description='Use this LR', icon='check', disabled=True)
         self.pick = W.FloatLogSlider(value=self.form.inputs[self.lr_key].get(), base=10, min=-7, max=1, step=0.01,
                                      readout_format='.2e', description='pick', continuous_update=False)
-        self.plot, self.status = W.Image(format='png', layout=W.Layout(max_width='640px')), W.HTML('')
+        self.plot, self.status = W.Image(format='png', layout=W.Layout(max_width='640px', display='none')), W.HTML('')
         self.find_button.on_click(lambda _: self.start())
         self.use_button.on_click(lambda _: self.use())
         self.pick.observe(lambda _: self.draw(), 'value')
@@ -328,11 +333,11 @@ class LRFinder(_Shown):
         if self._thread is not None: self._thread.join(timeout)
 
     def draw(self):
-        if self.result: self.plot.value = png(plot_lr_find(self.result, self.pick.value))
+        if self.result: set_png(self.plot, png(plot_lr_find(self.result, self.pick.value)))
 
     def use(self, lr:float=None):
-        "Write `lr` (default: the slider's) into the form."
-        self.form.set(self.lr_key, float(lr or self.pick.value))
+        "Write `lr` (default: the slider's), to two significant digits, into the form."
+        self.form.set(self.lr_key, float(f'{lr or self.pick.value:.2g}'))   # 6.3e-05, not 6.309573444801929e-05: it names the run
 
 # %% ../nbs/70_widgets.ipynb #db84fe8c
 class ProgressFeed(Callback):
@@ -373,7 +378,7 @@ def plot_training(records:list, batches:list=(), # [(epoch + fraction, loss)]
         axs[1].set_xlabel('epoch'); axs[1].set_title(other + (' (monitored)' if other == monitor else '')); axs[1].grid(alpha=.3)
     return fig
 
-# %% ../nbs/70_widgets.ipynb #02cb8f97
+# %% ../nbs/70_widgets.ipynb #576a1c4c
 class TrainingDashboard(_Shown):
     "Start/Stop/Resume, epoch and batch bars with ETA, the LR, a live plot and the epoch table of one run at a time."
     def __init__(self, form:ConfigForm, poll:float=0.5, # seconds between updates
@@ -394,7 +399,7 @@ class TrainingDashboard(_Shown):
         self.epoch_bar, self.batch_bar = W.IntProgress(description='epoch', value=0, max=1), W.IntProgress(description='batch', value=0, max=1)
         self.epoch_text, self.batch_text, self.lr_text = W.Label(''), W.Label(''), W.Label('')
         self.message, self.table, self.log = W.HTML(_html_note('press Train to start a run')), W.HTML(''), W.HTML('')
-        self.plot = W.Image(format='png', layout=W.Layout(max_width='900px'))
+        self.plot = W.Image(format='png', layout=W.Layout(max_width='900px', display='none'))
         self.widget = W.VBox([W.HBox([self.train_button, self.stop_button, self.resume_button]), self.message,
                               W.HBox([self.epoch_bar, self.epoch_text]), W.HBox([self.batch_bar, self.batch_text]), self.lr_text,
                               self.plot, self.table, W.Accordion([self.log], titles=['log'], selected_index=None)])
@@ -508,7 +513,7 @@ class TrainingDashboard(_Shown):
 
     def _draw(self, now):
         monitor = self.cfg.training.monitor or get_task(self.cfg.task).monitor
-        self.plot.value = png(plot_training(self.records, self.batches, monitor))
+        set_png(self.plot, png(plot_training(self.records, self.batches, monitor)))
         self.plot_updates += 1
         self._last_plot = now
 
@@ -616,12 +621,12 @@ def roc_view(run_dir)->Figure:
 
 RESULT_VIEWS = {'classify': confusion_view, 'rank': pairs_view, 'iqa': scores_view, 'segment': overlays_view, 'multilabel': roc_view}
 
-# %% ../nbs/70_widgets.ipynb #cf58edf6
+# %% ../nbs/70_widgets.ipynb #decd3a75
 class ResultsView(_Shown):
     "The headline results and the task's result view of a completed run; follows a `TrainingDashboard` when given one."
     def __init__(self, source=None): # a run directory, or a `TrainingDashboard` to follow
         self.run_dir, self.figure = None, None
-        self.message, self.image = W.HTML(_html_note('no completed run yet: train one above')), W.Image(format='png', layout=W.Layout(max_width='700px'))
+        self.message, self.image = W.HTML(_html_note('no completed run yet: train one above')), W.Image(format='png', layout=W.Layout(max_width='700px', display='none'))
         self.widget = W.VBox([self.message, self.image])
         if isinstance(source, TrainingDashboard):
             source.on_done.append(lambda d: self.show(d.run_dir) if d.status == 'completed' else None)
@@ -640,10 +645,10 @@ class ResultsView(_Shown):
                               ', '.join(f'{k} = {v:.4f}' for k, v in res.items()))
         if view is not None:
             self.figure = view(run_dir)
-            self.image.value = png(self.figure)
+            set_png(self.image, png(self.figure))
         return self.figure
 
-# %% ../nbs/70_widgets.ipynb #42c31cbd
+# %% ../nbs/70_widgets.ipynb #2956a524
 def plot_curves(runs:list, monitor:str=None)->Figure:
     "Train and valid loss, and the monitored (or first) valid metric, of every run in `runs` on shared axes."
     hist = {Path(r): pd.DataFrame(read_history(r)) for r in runs}
@@ -669,7 +674,7 @@ class RunComparison(_Shown):
         self.runs = W.SelectMultiple(options=[], rows=8, description='runs', layout=W.Layout(width='760px'))
         self.compare_button = W.Button(description='Compare', icon='table', button_style='info')
         self.sort_by, self.ascending = W.Dropdown(options=['run'], description='sort by'), W.Checkbox(value=False, description='ascending')
-        self.table, self.curves, self.message = W.HTML(''), W.Image(format='png', layout=W.Layout(max_width='1000px')), W.HTML('')
+        self.table, self.curves, self.message = W.HTML(''), W.Image(format='png', layout=W.Layout(max_width='1000px', display='none')), W.HTML('')
         self.csv_path, self.export_button = W.Text(value='comparison.csv', description='CSV'), W.Button(description='Export CSV', icon='download')
         self.refresh_button.on_click(lambda _: self.refresh())
         self.compare_button.on_click(lambda _: self._safely(self.compare))
@@ -705,7 +710,7 @@ class RunComparison(_Shown):
         if metric: self.sort_by.value, self.ascending.value = metric, lower_is_better(metric.removeprefix('best_'))
         self._render()
         runs = [r for r in self.df.run if (Path(r)/'history.csv').exists()]
-        self.curves.value = png(plot_curves(runs))
+        set_png(self.curves, png(plot_curves(runs)))
         self.message.value = _html_note(f'{len(self.df)} runs; best: ' + ', '.join(f'{m} {v:.4f} ({Path(r).name})' for m, (r, v) in self.best.items()))
         return self.sorted()
 
