@@ -170,7 +170,7 @@ def dask_client(workers:int=2, scheduler:str=None, gpus:int=0):
                       silence_logs=logging.ERROR, **kw) as cluster, Client(cluster) as client:
         yield client
 
-# %% ../nbs/81_sweep.ipynb #90bf43ab
+# %% ../nbs/81_sweep.ipynb #5ff6f05b
 class SweepResult(BaseModel):
     "What `run_sweep` did."
     dir: Path
@@ -243,7 +243,8 @@ def run_sweep(src, # sweep file or bundled name
                 futs[f] = s
             save()
             pending = set(futs)
-            with tqdm(total=len(futs), desc=f'sweep {sw.name}', unit='run', file=sys.stderr, dynamic_ncols=True) as bar:
+            tty, last = sys.stderr.isatty(), time.time()   # without a terminal: a progress line every 30 s instead of a bar
+            with tqdm(total=len(futs), desc=f'sweep {sw.name}', unit='run', file=sys.stderr, dynamic_ncols=True, disable=not tty) as bar:
                 while pending:
                     try: done, pending = wait(pending, timeout=2, return_when='FIRST_COMPLETED')
                     except TimeoutError: done = set()
@@ -260,6 +261,10 @@ def run_sweep(src, # sweep file or bundled name
                     running = {s.name: _epochs(state['runs'][s.name]['run_dir'], s.config) for f, s in futs.items()
                                if f in pending and read_summary(state['runs'][s.name]['run_dir']).get('status') == 'running'}
                     bar.set_postfix_str(', '.join(f'{k} {v}' for k, v in running.items())[:120])
+                    if not tty and time.time() - last >= 30:
+                        last = time.time()
+                        log.info(f'sweep {sw.name}: {len(futs) - len(pending)}/{len(futs)} runs done; running (epochs): '
+                                 + (', '.join(f'{k} {v}' for k, v in running.items()) or 'none yet'))
     save()
     from trainbench.compare import write_report
     dirs = [state['runs'][s.name]['run_dir'] for s in specs if Path(state['runs'].get(s.name, {}).get('run_dir', '/nonexistent')).exists()]
