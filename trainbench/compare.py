@@ -37,8 +37,8 @@ def flatten(d:dict, prefix:str='')->dict:
         else: out[key] = str(v) if isinstance(v, (list, tuple)) else v
     return out
 
-# %% ../nbs/80_compare.ipynb #157f36bd
-_NOT_HYPERPARAMETERS = ('output.', 'description', 'experiment_name')
+# %% ../nbs/80_compare.ipynb #50804147
+_NOT_HYPERPARAMETERS = ('output.', 'description', 'experiment_name', 'task')
 
 def _metric_names(tasks)->list:
     names = []
@@ -99,19 +99,23 @@ def write_comparison(paths:list, output=None)->tuple:
     for m, (run, v) in best.items(): log.info(f'best {m}: {v:.4f} ({run})')
     return df, best, out
 
-# %% ../nbs/80_compare.ipynb #a67ff26d
+# %% ../nbs/80_compare.ipynb #ae388a3c
+def _plottable(df, metric):
+    "The completed runs that have `metric`."
+    return df[(df.status == 'completed') & pd.to_numeric(df[metric], errors='coerce').notna()]
+
 def _plot_metric_vs(df, metric, hp, path):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    d = df[df.status == 'completed']
+    d = _plottable(df, metric)
+    y = pd.to_numeric(d[metric], errors='coerce')
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     x = pd.to_numeric(d[hp], errors='coerce')
     if x.notna().all():
-        ax.plot(x, d[metric], 'o')
+        ax.plot(x, y, 'o')
         if (x > 0).all() and x.max() / x.min() >= 20: ax.set_xscale('log')
     else:
-        labels = d[hp].astype(str)
-        ax.plot(labels, d[metric], 'o'); ax.tick_params(axis='x', rotation=30)
+        ax.plot(d[hp].astype(str), y, 'o'); ax.tick_params(axis='x', rotation=30)
     ax.set_xlabel(hp); ax.set_ylabel(metric); ax.grid(alpha=.3)
     atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=90, bbox_inches='tight'), 'wb')
     plt.close(fig)
@@ -134,17 +138,19 @@ def _plot_curves(df, path):
     plt.close(fig)
     return path
 
-def write_report(paths:list, out_dir, title:str='trainbench report')->Path:
+def write_report(paths:list, out_dir, title:str='trainbench report', max_plots:int=24)->Path:
     "Write comparison.csv, the plots and report.html into `out_dir`; returns the report's path."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     df, best, _ = write_comparison(paths, out_dir/'comparison.csv')
     metrics = list(best)
     hps = [c for c in df.columns if '.' in c or c == 'seed']
     plots = []
-    for m in metrics:
+    for m in metrics:   # only where runs of one task that have the metric differ in the hyperparameter
+        d = _plottable(df, m)
         for hp in hps:
-            p = out_dir/f"plot_{m}_vs_{hp.replace('.', '_')}.png"
-            if df[df.status == 'completed'][m].notna().any(): _plot_metric_vs(df, m, hp, p); plots.append(p)
+            if len(d) >= 2 and d.task.nunique() == 1 and d[hp].astype(str).nunique() > 1 and len(plots) < max_plots:
+                p = out_dir/f"plot_{m}_vs_{hp.replace('.', '_')}.png"
+                _plot_metric_vs(df, m, hp, p); plots.append(p)
     curves = _plot_curves(df, out_dir/'learning_curves.png')
     def link(run):
         nbs = sorted(Path(run).glob('*.ipynb'))
