@@ -6,8 +6,11 @@ from trainbench.config import list_templates, load_config
 def test_configs_lists_and_shows_templates():
     code, out, _ = cli('configs')
     assert code == 0
-    names = [l.split()[0] for l in out.splitlines()]
+    templates, sweeps = out.split('\nsweeps (trainbench sweep NAME):\n')
+    names = [l.split()[0] for l in templates.splitlines()]
     assert {'classify/mobilenet_v3_small', 'classify/efficientnet_b0', 'classify/fast', 'classify/quick'} <= set(names)
+    assert {f'{t}/quick' for t in ('classify', 'rank', 'iqa', 'segment', 'multilabel')} <= set(names)
+    assert {'demo', 'classify/models', 'rank/features', 'iqa/seeds', 'segment/phase3', 'multilabel/ablations'} <= {l.split()[0] for l in sweeps.splitlines()}
     code, out, _ = cli('configs', '--show', 'classify/fast')
     assert code == 0 and out.startswith('task: classify')
 

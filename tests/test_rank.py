@@ -169,7 +169,8 @@ def test_series_in_two_splits(phototriage, tmp_path):
 
 
 def test_clip_weights_missing_offline(phototriage, tmp_path, monkeypatch):
-    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)   # read at import: the variable alone is too late
     monkeypatch.setenv('HF_HOME', str(tmp_path/'hf'))
     code, _, err = cli('train', 'rank/frozen_clip', *sets(f'data.root_dir={phototriage}', f'data.cache_dir={tmp_path/"cache"}'),
                        '--output-dir', tmp_path/'out')
