@@ -204,21 +204,21 @@ class CropsDataset(torch.utils.data.Dataset):
         crops = _normalize(torch.stack([img[:, t:t+p, l:l+p] for t, l in grid_positions(*img.shape[1:], p, self.n)]))
         return crops if self.scores is None else (crops, self.scores[i])
 
-# %% ../nbs/29_iqa_data.ipynb #1dd9c261
-def _gauss(img, l): return img.filter(ImageFilter.GaussianBlur((0.6, 1.0, 1.5, 2.2, 3.0)[l]))
+# %% ../nbs/29_iqa_data.ipynb #a0f93e45
+def _gauss(img, l): return img.filter(ImageFilter.GaussianBlur((0.5, 0.9, 1.6, 2.8, 5.0)[l]))
 def _motion(img, l):
     from scipy.ndimage import uniform_filter1d
-    return Image.fromarray(uniform_filter1d(np.asarray(img), (3, 5, 7, 9, 11)[l], axis=1))
+    return Image.fromarray(uniform_filter1d(np.asarray(img), (3, 5, 9, 15, 25)[l], axis=1))
 def _noise(img, l, rng):
     a = np.asarray(img).astype(np.float32) + rng.normal(0, (6, 12, 20, 30, 40)[l], np.asarray(img).shape)
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
 def _jpeg(img, l):
-    buf = io.BytesIO(); img.save(buf, 'JPEG', quality=(50, 30, 18, 10, 5)[l]); buf.seek(0)
+    buf = io.BytesIO(); img.save(buf, 'JPEG', quality=(30, 15, 8, 4, 1)[l]); buf.seek(0)
     return Image.open(buf).convert('RGB')
 def _contrast(img, l): return ImageEnhance.Contrast(img).enhance((0.75, 0.62, 0.5, 0.37, 0.25)[l])
 def _brightness(img, l): return Image.fromarray(np.clip(np.asarray(img).astype(np.int16) + (20, 40, 60, 80, 100)[l], 0, 255).astype(np.uint8))
 def _pixelate(img, l):
-    b = (2, 3, 4, 5, 6)[l]
+    b = (2, 3, 4, 6, 9)[l]
     return img.resize((img.width//b, img.height//b), Image.BOX).resize(img.size, Image.NEAREST)
 
 # (name, function, severity exponent, how much quality the worst level costs): a monotone score curve per type
@@ -236,20 +236,29 @@ def synth_score(kind:int, level:int, rng)->float:
     _, _, gamma, drop = DISTORTIONS[kind]
     return float(np.clip(5 - drop*((level + 1)/5)**gamma + rng.normal(0, 0.15), 1, 5))
 
+def _pink_noise(rng, h:int, w:int)->np.ndarray:
+    "Zero-mean, unit-sd noise with a 1/f amplitude spectrum, the spectrum of natural photos: detail at every scale."
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None]
+    amp = 1 / np.maximum(np.hypot(fy, fx), 1 / max(h, w))
+    a = np.fft.irfft2(np.fft.rfft2(rng.normal(size=(h, w))) * amp, s=(h, w))
+    return (a - a.mean()) / a.std()
+
 def reference_image(rng, size:tuple=(128, 96))->Image.Image:
-    "A pristine synthetic photo: a gradient, a few shapes and fine texture."
+    "A pristine synthetic photo: a gradient, coloured 1/f texture, fine grain, and shapes with sharp edges at several sizes."
     from PIL import ImageDraw
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
-    base = rng.uniform(60, 190, 3) + rng.uniform(-50, 50, 3)*xx[..., None] + rng.uniform(-50, 50, 3)*yy[..., None]
-    f = rng.uniform(0.15, 0.5)
-    texture = 18*np.sin(2*np.pi*(xx*w*f*rng.uniform(0.5, 1) + yy*h*f*rng.uniform(0.2, 0.7)))
-    img = Image.fromarray(np.clip(base + texture[..., None], 0, 255).astype(np.uint8))
+    base = rng.uniform(70, 180, 3) + rng.uniform(-40, 40, 3)*xx[..., None] + rng.uniform(-40, 40, 3)*yy[..., None]
+    texture = 22*_pink_noise(rng, h, w)[..., None] * rng.uniform(0.6, 1.4, 3) + 6*rng.normal(size=(h, w, 1))
+    img = Image.fromarray(np.clip(base + texture, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    for _ in range(rng.integers(3, 7)):
-        x, y, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(6, h/3)
+    for _ in range(rng.integers(8, 16)):    # large and small shapes, so that most patches hold an edge
+        x, y, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(3, h/4)
         col = tuple(int(c) for c in rng.integers(0, 255, 3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x-r, y-r*rng.uniform(0.5, 1), x+r, y+r], fill=col, outline=(0, 0, 0))
+    for _ in range(rng.integers(4, 9)):     # thin lines: the finest edges, the first detail that blur and pixelation remove
+        draw.line([tuple(rng.uniform(0, w, 1).tolist() + rng.uniform(0, h, 1).tolist()), tuple(rng.uniform(0, w, 1).tolist() + rng.uniform(0, h, 1).tolist())],
+                  fill=tuple(int(c) for c in rng.integers(0, 255, 3)), width=int(rng.integers(1, 3)))
     return img
 
 def synth_kadid(dest, # dataset root to write
