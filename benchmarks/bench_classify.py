@@ -25,17 +25,7 @@ from trainbench.core import get_task, log_to_console
 from trainbench.learner import (CPUMixedPrecision, StopTraining, TaskData, build_learner, get_device,
                                 training_callbacks)
 from trainbench.data import make_dataloaders
-from fastai.callback.core import Callback
-
-
-class PhaseTimer(Callback):
-    "Seconds of each training phase and each whole epoch."
-    order = 100
-    def __init__(self): self.train_s, self.epoch_s = [], []
-    def before_epoch(self): self.e0 = time.perf_counter()
-    def before_train(self): self.t0 = time.perf_counter()
-    def after_train(self): self.train_s.append(time.perf_counter() - self.t0)
-    def after_epoch(self): self.epoch_s.append(time.perf_counter() - self.e0)
+from timers import PhaseTimer, StepTimer
 
 
 def hand_written_epoch(model, opt, loss_fn, train_dl, valid_dl):
@@ -117,15 +107,6 @@ def per_batch_overhead(batches=100, bs=16, reps=5):
     print(f'tiny model, bs{bs}: trainbench {tb*1000:.2f} ms/batch, hand-written loop {hw*1000:.2f} ms/batch: '
           f'the Learner and its callbacks add {(tb-hw)*1000:.2f} ms per batch')
     return tb - hw
-
-
-class StepTimer(Callback):
-    "Seconds of each training batch."
-    order = 100
-    def before_fit(self): self.times = []
-    def before_batch(self): self.t0 = time.perf_counter()
-    def after_batch(self):
-        if self.training: self.times.append(time.perf_counter() - self.t0)
 
 
 def bf16_speedup(model_name, img_size=224, bs=8, steps=8):

@@ -24,7 +24,7 @@ from trainbench.config import load_config
 from trainbench.core import get_task, log_to_console
 from trainbench.learner import StopTraining, build_learner, get_device, training_callbacks
 from trainbench.tasks.multilabel import MemoryBank, memory_classifier
-from fastai.callback.core import Callback
+from timers import PhaseTimer as TrainTimer
 
 
 def sync(dev):
@@ -63,13 +63,6 @@ def memory_share(model_name, img_size, bs, bank_size, dev, reps=10):
             sync(dev); t0 = time.perf_counter(); bank(z).sum().backward(); sync(dev); tb.append(time.perf_counter() - t0)
         tb = min(tb[1:])
         print(f'  {strategy:12s} step {tm*1000:7.1f} ms; bank alone {tb*1000:6.2f} ms: share {tb/tm:5.1%} of the step (goal <= 5%)')
-
-
-class TrainTimer(Callback):
-    order = 100
-    def __init__(self): self.train_s = []
-    def before_train(self): self.t0 = time.perf_counter()
-    def after_train(self): self.train_s.append(time.perf_counter() - self.t0)
 
 
 def throughput_ratio(root, model_name, img_size, bs, dev, epochs):

@@ -20,24 +20,7 @@ from trainbench.config import load_config
 from trainbench.core import get_task, log_to_console
 from trainbench.learner import CPUMixedPrecision, StopTraining, build_learner, get_device, training_callbacks
 from trainbench.tasks.segment import BCEDiceLoss, SegmentEpochLog
-from fastai.callback.core import Callback
-
-
-class PhaseTimer(Callback):
-    "Seconds of each training phase."
-    order = 100
-    def __init__(self): self.train_s = []
-    def before_train(self): self.t0 = time.perf_counter()
-    def after_train(self): self.train_s.append(time.perf_counter() - self.t0)
-
-
-class StepTimer(Callback):
-    "Seconds of each training batch."
-    order = 100
-    def before_fit(self): self.times = []
-    def before_batch(self): self.t0 = time.perf_counter()
-    def after_batch(self):
-        if self.training: self.times.append(time.perf_counter() - self.t0)
+from timers import PhaseTimer, StepTimer
 
 
 def setup(root, clip, img_size, bs, extra=None):

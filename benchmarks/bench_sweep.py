@@ -7,7 +7,7 @@
 
 Run: .venv/bin/python benchmarks/bench_sweep.py
 """
-import json, tempfile, time
+import tempfile, time
 from pathlib import Path
 
 from trainbench.core import get_task, log_to_console
