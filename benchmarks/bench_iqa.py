@@ -25,6 +25,7 @@ from trainbench.config import load_config
 from trainbench.iqa_data import CropsDataset, ImageStore, _normalize, grid_positions, load_resized, synth_kadid
 from trainbench.learner import build_learner, get_device, training_callbacks
 from trainbench.tasks.iqa import LRSchedule, eval_images_per_batch, srcc
+from report import ratio
 
 
 def sync(dev):
@@ -65,7 +66,7 @@ def evaluation(cfg, root, dev, n_images):
     dmos = pd.read_csv(root/'dmos.csv').set_index('dist_img').dmos
     targets = dmos[[f.name for f in files]].to_numpy()
     torch.manual_seed(0)
-    model = task.model(cfg, None).to(dev).eval()     # the task's model, as training and evaluation build it (channels_last)
+    model = task.model(cfg, None).to(dev, memory_format=torch.channels_last).eval()   # the layout iqa runs use (fast_paths)
     d = cfg.data
     n, p, bs = d.val_patch_num, d.patch_size, eval_images_per_batch(cfg)
     batched_eval(model, files[:2], n, p, d.resize, dev, bs); reference_eval(model, files[:1], 2, p, d.resize, dev)   # warm up
@@ -78,6 +79,8 @@ def evaluation(cfg, root, dev, n_images):
     print(f'  bs 1 with each image decoded once (the forwards alone):                    {t_ref1:.2f} s: batched is {t_ref1/t_ours:.1f}x faster')
     print(f'  SRCC reference {s_ref:.6f}, batched {s_ours:.6f}, identical: {s_ref == s_ours} '
           f'(largest score difference {np.abs(ref - ours).max():.2e}, same ranking: {(np.argsort(ref) == np.argsort(ours)).all()})')
+    ratio(f'batched {n}-crop evaluation ({len(files)} images, {p} px)', 'reference protocol: one crop per forward, bs 1, image decoded per crop',
+          t_ref/t_ours, 10, note=f'SRCC identical: {s_ref == s_ours}; forwards alone (bs 1, each image decoded once) {t_ref1/t_ours:.1f}x')
 
 
 def training(cfg, root, dev, reps=3):
@@ -92,7 +95,7 @@ def training(cfg, root, dev, reps=3):
     timer = TrainTimer(dev)
     cbs = [LRSchedule(t.lr, t.lr_ratio), timer, *training_callbacks(task, cfg, out, data.info)]
     torch.manual_seed(0)
-    model = task.model(cfg, data).to(dev)
+    model = task.model(cfg, data).to(dev, memory_format=torch.channels_last)   # the pipeline's layout
     groups = task.splitter(model)
     opt = torch.optim.Adam([{'params': groups[0], 'lr': t.lr}, {'params': groups[1], 'lr': t.lr*t.lr_ratio}],
                            weight_decay=t.weight_decay, fused=True)
@@ -147,4 +150,6 @@ if __name__ == '__main__':
     for i, (pipe, plain) in enumerate(pairs): print(f'  epoch {i+1}: {n} patches, pipeline {pipe:.2f} s, plain loop {plain:.2f} s: ratio {plain/pipe:.3f}')
     pipe, plain = (float(np.median(x)) for x in zip(*pairs))
     print(f'  median: pipeline {n/pipe:.1f} patches/s, plain loop {n/plain:.1f} patches/s: ratio {plain/pipe:.3f}  (goal >= 0.95)')
+    ratio('iqa training throughput (fastai pipeline)', 'plain PyTorch loop, same model, data, optimizer', plain/pipe, 0.95, unit='',
+          note=f'median of {len(pairs)} alternating epochs: pipeline {n/pipe:.0f} patches/s, plain {n/plain:.0f} patches/s')
     shutil.rmtree(tmp)

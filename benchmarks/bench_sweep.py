@@ -13,6 +13,7 @@ from pathlib import Path
 from trainbench.core import get_task, log_to_console
 from trainbench.runs import read_summary
 from trainbench.sweep import run_sweep
+from report import ratio
 
 
 def sweep_file(path, data, n=8):
@@ -40,6 +41,9 @@ def main():
           f'2 workers are {times[1]/times[2]:.2f}x faster  (goal >= 1.6x)')
     print(f'per-run overhead of a papermill run (kernel start, imports, evaluation cells): '
           f'median {sorted(overhead)[len(overhead)//2]:.1f} s, against a median {sorted(train)[len(train)//2]:.1f} s of training')
+    ratio('8 tiny classify runs as a sweep on 2 Dask workers', 'the same sweep on 1 worker', times[1]/times[2], 1.6,
+          note=f'{times[2]:.1f} s against {times[1]:.1f} s; per-run papermill overhead (kernel start, imports, evaluation cells) '
+               f'median {sorted(overhead)[len(overhead)//2]:.1f} s against {sorted(train)[len(train)//2]:.1f} s of training')
 
 
 if __name__ == '__main__': main()

@@ -19,7 +19,7 @@ __all__ = ['KEY_ALIASES', 'FLAT_CLASSIFY_KEYS', 'Section', 'DataConfig', 'ModelC
            'find_config', 'from_flat_params', 'is_flat_params', 'read_yaml', 'load_config', 'config_to_yaml',
            'save_config']
 
-# %% ../nbs/01_config.ipynb #e5d358b2
+# %% ../nbs/01_config.ipynb #53d869db
 class Section(BaseModel):
     "A config section: unknown keys are errors, and values are checked on assignment too."
     model_config = ConfigDict(extra='forbid', validate_assignment=True, validate_default=True,
@@ -33,6 +33,7 @@ class DataConfig(Section):
     quick_experiment: Optional[float] = Field(None, gt=0, le=1, description='Train and evaluate on this fraction of the data (null: all of it)')
     on_corrupt: Literal['fail', 'skip'] = Field('fail', description="A corrupt or truncated image fails the run ('fail', naming the file) or is left out with a warning and a count ('skip')")
     cache_dir: Path = Field(Path('data/cache'), description='Caches shared by runs and experiments (extracted features, decoded images)')
+    pin_memory: Optional[bool] = Field(None, description='Page-locked host memory for batches bound to CUDA (null: on with CUDA)')
     cache_images: bool = Field(False, description='Decode and resize each image once into a memory-mapped uint8 cache under cache_dir, shared by runs (tasks that support it)')
 
 class ModelConfig(Section):
@@ -54,6 +55,8 @@ class TrainingConfig(Section):
     monitor: Optional[str] = Field(None, description="Metric that picks the best epoch, e.g. 'valid_accuracy' (null: the task's default)")
     grad_clip: float = Field(0.0, ge=0, description='Clip the gradient norm to this value (0: no clipping)')
     mixed_precision: Literal['no', 'fp16', 'bf16'] = Field('no', description='fp16 or bf16 autocast on CUDA; bf16 autocast on CPU')
+    channels_last: Optional[bool] = Field(None, description='Convolutions in the channels_last memory format (null: on CUDA, and on the CPU for the tasks measured to gain from it)')
+    compile: bool = Field(False, description='torch.compile the model; the first batches pay the compile time')
     save_all_epochs: bool = Field(False, description='Also keep epoch_N.pth for every epoch')
     device: str = Field('auto', description="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
 

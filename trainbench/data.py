@@ -103,27 +103,31 @@ def subsample(targets:list, fraction:float, seed:int)->list:
         out += rng.choice(idx, max(1, round(len(idx)*fraction)), replace=False).tolist()
     return sorted(out)
 
-# %% ../nbs/04_data.ipynb #f9abecd4
+# %% ../nbs/04_data.ipynb #967176a0
 def default_num_workers()->int:
     "One DataLoader worker per CPU core but one, at most 8."
     return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+def _loader_kw(num_workers, device, pin_memory)->dict:
+    "Worker count (None: `default_num_workers()`), kept alive between epochs, and pinned memory (None: with CUDA)."
+    nw = default_num_workers() if num_workers is None else num_workers
+    if pin_memory is None: pin_memory = device is not None and torch.device(device).type == 'cuda'
+    return dict(num_workers=nw, pin_memory=pin_memory, persistent_workers=nw > 0, device=device)
 
 def make_dataloaders(train_ds, valid_ds, # PyTorch datasets
                      bs:int, # batch size
                      num_workers:int=None, # None: `default_num_workers()`
                      device=None, # where batches go
                      drop_last:bool=None, # drop an incomplete last training batch (default: when it would hold one item, which breaks batch norm)
+                     pin_memory:bool=None, # page-locked batches (None: when `device` is CUDA)
                     )->DataLoaders:
     "fastai `DataLoaders` over a training and a validation dataset."
-    nw = default_num_workers() if num_workers is None else num_workers
-    cuda = device is not None and torch.device(device).type == 'cuda'
-    kw = dict(num_workers=nw, pin_memory=cuda, persistent_workers=nw > 0, device=device)
+    kw = _loader_kw(num_workers, device, pin_memory)
     if drop_last is None: drop_last = len(train_ds) % bs == 1
     train = DataLoader(train_ds, bs=bs, shuffle=True, drop_last=drop_last, **kw)
     valid = DataLoader(valid_ds, bs=bs, shuffle=False, **kw)
     return DataLoaders(train, valid, device=device)
 
-def eval_dataloader(ds, bs:int, num_workers:int=None, device=None)->DataLoader:
+def eval_dataloader(ds, bs:int, num_workers:int=None, device=None, pin_memory:bool=None)->DataLoader:
     "An in-order DataLoader for evaluation or prediction."
-    nw = default_num_workers() if num_workers is None else num_workers
-    return DataLoader(ds, bs=bs, shuffle=False, num_workers=nw, device=device)
+    return DataLoader(ds, bs=bs, shuffle=False, **_loader_kw(num_workers, device, pin_memory))

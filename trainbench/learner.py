@@ -37,11 +37,11 @@ log = logging.getLogger('trainbench.train')
 # %% auto #0
 __all__ = ['log', 'OPTIMIZER_NAMES', 'TaskData', 'Task', 'TorchMetric', 'opt_func', 'CPUMixedPrecision', 'PlateauScheduler',
            'short_name', 'RunWriter', 'EarlyStopping', 'TensorBoardLog', 'ResumeState', 'StopTraining',
-           'stop_on_signals', 'fit_schedule', 'get_device', 'precision_callback', 'build_learner', 'training_callbacks',
-           'without_pretrained', 'write_evaluation', 'Run', 'train', 'load_run', 'load_model', 'predict', 'evaluate',
-           'lr_find']
+           'stop_on_signals', 'fit_schedule', 'get_device', 'precision_callback', 'channels_last', 'fast_paths',
+           'build_learner', 'training_callbacks', 'without_pretrained', 'write_evaluation', 'Run', 'train', 'load_run',
+           'load_model', 'predict', 'evaluate', 'lr_find']
 
-# %% ../nbs/05_learner.ipynb #313d3415
+# %% ../nbs/05_learner.ipynb #ba2f0e59
 @dataclass
 class TaskData:
     "What a task's `data` returns: the training `DataLoaders`, loaders for evaluation, and facts about the data."
@@ -61,6 +61,7 @@ class Task:
     Config = Config
     monitor:str = 'valid_loss'   # the metric that picks the best epoch
     headline:tuple = ()          # results.json keys shown at the end of a run
+    cpu_channels_last:bool = False   # `training.channels_last: null` turns channels_last on for this task on the CPU too (measured)
 
     def data(self, cfg, device=None)->TaskData: raise NotImplementedError
     def model(self, cfg, data:TaskData)->nn.Module: raise NotImplementedError
@@ -277,7 +278,7 @@ def fit_schedule(learn:Learner, t, # `TrainingConfig`
     scheds = {'lr': tail(combined_cos(0.25, t.lr/25, t.lr, t.lr/1e5)), 'mom': tail(combined_cos(0.25, 0.95, 0.85, 0.95))}
     learn.fit(n, cbs=L(ParamScheduler(scheds)) + L(cbs))
 
-# %% ../nbs/05_learner.ipynb #3bab10ad
+# %% ../nbs/05_learner.ipynb #489aa8f0
 def get_device(name:str='auto')->torch.device:
     "The torch device for `training.device`."
     if name == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -294,13 +295,32 @@ def precision_callback(mode:str, device:torch.device):
     if mode == 'fp16': raise ConfigError("training.mixed_precision: fp16 needs CUDA; use bf16 on the CPU")
     return CPUMixedPrecision()
 
+def channels_last(task:Task, t, device:torch.device)->bool:
+    "`training.channels_last` (`t`) as it resolves on `device`: null means on CUDA, and on the CPU for the tasks measured to gain from it."
+    return bool(t.channels_last if t.channels_last is not None else device.type == 'cuda' or task.cpu_channels_last)
+
+def fast_paths(task:Task, cfg, data:TaskData)->dict:
+    "The speed switches of a run as they resolve on its device: what results.json records as `fast_paths`."
+    t, dl = cfg.training, data.dls.train
+    device = data.dls.device or torch.device('cpu')
+    return dict(device=str(device), mixed_precision=t.mixed_precision, channels_last=channels_last(task, t, device), compile=t.compile,
+                pin_memory=bool(dl.fake_l.pin_memory), num_workers=dl.fake_l.num_workers,
+                cache_images=bool(getattr(cfg.data, 'cache_images', False)))
+
 def build_learner(task:Task, cfg, data:TaskData, model:nn.Module, path='.')->Learner:
-    "A fastai `Learner` for `task` with the callbacks that stay on for every fit: precision, clipping, progress."
+    "A fastai `Learner` for `task` with the callbacks that stay on for every fit: precision, clipping, progress; the fast paths applied."
     t = cfg.training
     device = data.dls.device or torch.device('cpu')
-    learn = Learner(data.dls, model.to(device), loss_func=task.loss_func(cfg, data), opt_func=opt_func(t), lr=t.lr,
+    fast = fast_paths(task, cfg, data)
+    model = model.to(device)
+    # Weights in channels_last are enough: convolutions follow the weight's layout, and the inputs need no conversion
+    if fast['channels_last']: model = model.to(memory_format=torch.channels_last)
+    # Module.compile compiles in place, so the state dict (checkpoints) keeps its keys; torch.compile(model) would prefix them
+    if t.compile: model.compile()
+    learn = Learner(data.dls, model, loss_func=task.loss_func(cfg, data), opt_func=opt_func(t), lr=t.lr,
                     splitter=task.splitter, metrics=task.metrics(cfg, data), path=path, model_dir='.')
     learn.recorder.train_metrics = True
+    learn.fast_paths = fast
     cbs = [precision_callback(t.mixed_precision, device), GradientClip(t.grad_clip) if t.grad_clip > 0 else None]
     learn.add_cbs([cb for cb in cbs if cb is not None])
     if not IN_NOTEBOOK:   # the console gets the run writer's lines instead of progress bars and printed lists
@@ -318,7 +338,7 @@ def training_callbacks(task:Task, cfg, run_dir, info, start_epoch=0, records=Non
     if cfg.output.tensorboard: cbs.append(TensorBoardLog(Path(run_dir)/'tensorboard'))
     return cbs
 
-# %% ../nbs/05_learner.ipynb #f5a59cf2
+# %% ../nbs/05_learner.ipynb #3ea26a05
 def without_pretrained(cfg):
     "`cfg` with `model.pretrained` off: for rebuilding a model whose weights come from a checkpoint."
     return cfg.model_copy(update={'model': cfg.model.model_copy(update={'pretrained': False})})
@@ -330,7 +350,7 @@ def write_evaluation(run_dir, task:Task, learn:Learner, data:TaskData, split:str
     if split not in data.eval_dls:
         raise TrainbenchError(f"--split {split}: this dataset has no {split} split (it has: {', '.join(data.eval_dls)})")
     results, preds = task.evaluate(learn, data, split)
-    results = {'split': split, **results}
+    results = {'split': split, **results, 'fast_paths': getattr(learn, 'fast_paths', None)}
     suffix = '' if split == default else f'_{split}'
     write_json(Path(run_dir)/f'results{suffix}.json', results)
     atomic_write(Path(run_dir)/f'predictions{suffix}.csv', lambda f: preds.to_csv(f, index=False))
@@ -445,7 +465,7 @@ def _finish(run_dir, task, cfg, learn, data, seconds)->Run:
     log.info(f'Results on {results["split"]}: ' + ', '.join(f'{k}={results[k]:.4f}' for k in task.headline if isinstance(results.get(k), float)))
     return Run(run_dir, cfg, learn, summary, results)
 
-# %% ../nbs/05_learner.ipynb #eb8b0044
+# %% ../nbs/05_learner.ipynb #6cafec44
 def load_run(run_dir, checkpoint:str='best_model.pth')->tuple:
     "(task, cfg, data, learn) of an existing run, with the weights of `checkpoint`."
     log_to_console()
@@ -465,7 +485,9 @@ def load_model(run_dir, checkpoint:str='best_model.pth', device=None)->tuple:
     ckpt = load_checkpoint(run_dir/checkpoint)
     model = task.model(without_pretrained(cfg), TaskData(None, info=ckpt.get('info') or {}))
     model.load_state_dict(ckpt['model'])
-    return task, cfg, model.to(device or get_device(cfg.training.device)).eval(), ckpt.get('info') or {}
+    device = device or get_device(cfg.training.device)
+    if channels_last(task, cfg.training, torch.device(device)): model = model.to(memory_format=torch.channels_last)
+    return task, cfg, model.to(device).eval(), ckpt.get('info') or {}
 
 def predict(run_dir, images:list, out_dir=None, checkpoint:str='best_model.pth', **opts)->list:
     "Predict `images` (paths) with a run's model: one dict per image. Task options (e.g. `prompt`) go in `opts`."

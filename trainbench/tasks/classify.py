@@ -80,7 +80,7 @@ def read_image_folder(root, # dataset root with train/, and optionally val/ and 
         splits[s] = ([f for f, _ in items], [t for _, t in items])
     return classes, splits
 
-# %% ../../nbs/10_classify.ipynb #61fccb3f
+# %% ../../nbs/10_classify.ipynb #9a4bd2dc
 @register_task
 class Classify(Task):
     "Transfer-learning image classifier."
@@ -113,8 +113,8 @@ class Classify(Task):
                   for s, (fs, ts) in splits.items()}
         else:
             ds = {s: ImageDataset(*fs, train_transforms(size) if s == 'train' else eval_transforms(size)) for s, fs in splits.items()}
-        dls = make_dataloaders(ds['train'], ds['val'], bs, nw, device)
-        evals = {s: eval_dataloader(ds[s], bs, nw, device) for s in ('test', 'val') if s in ds}
+        dls = make_dataloaders(ds['train'], ds['val'], bs, nw, device, pin_memory=d.pin_memory)
+        evals = {s: eval_dataloader(ds[s], bs, nw, device, d.pin_memory) for s in ('test', 'val') if s in ds}
         return TaskData(dls, evals, {'classes': classes}, {'files': {s: [str(f) for f in fs[0]] for s, fs in splits.items()}})
 
     @staticmethod

@@ -200,7 +200,7 @@ def srcc(pred, target)->float: "Spearman's rank correlation." ; return _corr(sci
 def plcc(pred, target)->float: "Pearson's linear correlation."; return _corr(scipy.stats.pearsonr, pred, target)
 def krcc(pred, target)->float: "Kendall's rank correlation."  ; return _corr(scipy.stats.kendalltau, pred, target)
 
-# %% ../../nbs/30_iqa.ipynb #a3358251
+# %% ../../nbs/30_iqa.ipynb #9ce1074a
 def _subsample(t:pd.DataFrame, fraction:float, seed:int)->pd.DataFrame:
     "A seeded `fraction` of the groups (reference images) of a split, at least one."
     refs = t.ref.unique()
@@ -224,6 +224,9 @@ def eval_images_per_batch(cfg)->int:
 class Iqa(Task):
     "HyperIQA blind image-quality assessment."
     name, Config, monitor, headline = 'iqa', IqaConfig, 'valid_srcc', ('srcc', 'plcc', 'krcc')
+    # channels_last on the CPU too: a training step of iqa/quick is ~30% faster in that layout (mkldnn's convolutions
+    # and pooling; measured in benchmarks/bench_iqa.py)
+    cpu_channels_last = True
 
     def data(self, cfg, device=None)->TaskData:
         d = cfg.data
@@ -238,9 +241,9 @@ class Iqa(Task):
         bs, nw, p = cfg.training.batch_size, d.num_workers, d.patch_size
         crops = {s: CropsDataset(store[s], t.score, d.val_patch_num, p) for s, t in tables.items() if s != 'train'}
         eval_bs = eval_images_per_batch(cfg)
-        train = make_dataloaders(PatchDataset(store['train'], tables['train'].score, d.train_patch_num, p), crops['val'], bs, nw, device).train
-        dls = DataLoaders(train, eval_dataloader(crops['val'], eval_bs, nw, device), device=device)
-        evals = {s: eval_dataloader(crops[s], eval_bs, nw, device) for s in ('test', 'val') if s in crops}
+        train = make_dataloaders(PatchDataset(store['train'], tables['train'].score, d.train_patch_num, p), crops['val'], bs, nw, device, pin_memory=d.pin_memory).train
+        dls = DataLoaders(train, eval_dataloader(crops['val'], eval_bs, nw, device, d.pin_memory), device=device)
+        evals = {s: eval_dataloader(crops[s], eval_bs, nw, device, d.pin_memory) for s in ('test', 'val') if s in crops}
         info = {'patch_size': p, 'score_mean': float(tables['train'].score.mean())}   # the target net's starting output
         return TaskData(dls, evals, info, {'tables': tables})
 
@@ -250,11 +253,9 @@ class Iqa(Task):
         # The target net starts at the training mean score rather than at 0, as regression heads usually do: the paper's L1
         # loss on 0-100 scores otherwise spends its first epochs learning the offset (our quick run: 2 of 10 epochs).
         with torch.no_grad(): net.last_bias.bias.fill_(data.info.get('score_mean', 0.) if data is not None else 0.)
-        # channels_last: a training step of iqa/quick is ~30% faster on CPU in that layout (mkldnn's convolutions and
-        # pooling; measured in benchmarks/bench_iqa.py), and it is cuDNN's preferred layout under mixed precision
         c = part_counts(net)
         log.info(f'Model: HyperNet ({m.name}, width {m.width}), Parameters: ' + ', '.join(f'{k} {v/1e6:.2f}M' for k, v in c.items()))
-        return net.to(memory_format=torch.channels_last)
+        return net
 
     def splitter(self, model):
         "Backbone and LDA modules at lr; the hyper network at lr * lr_ratio."

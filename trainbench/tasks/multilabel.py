@@ -312,7 +312,7 @@ class CarryState(Callback):
         w.best, w.best_epoch = self.best, self.best_epoch
         if es is not None: es.best, es.wait = self.best, self.wait
 
-# %% ../../nbs/51_multilabel.ipynb #123287fa
+# %% ../../nbs/51_multilabel.ipynb #460f8f99
 @register_task
 class Multilabel(Task):
     "Memory-augmented multi-label chest X-ray classifier, trained in two phases."
@@ -339,9 +339,9 @@ class Multilabel(Task):
         size, nw = d.img_size, d.num_workers
         ds = lambda df, tfm: ImageDataset(df.path, list(torch.from_numpy(targets(df))), tfm)
         val = ds(splits['val'], eval_transforms(size))
-        phases = {1: make_dataloaders(ds(train1, train_transforms(size)), val, p1.batch_size, nw, device),
-                  2: make_dataloaders(ds(splits['train'], train_transforms(size)), val, p2.batch_size, nw, device)}
-        evals = {s: eval_dataloader(ds(splits[s], eval_transforms(size)), p2.batch_size, nw, device)
+        phases = {1: make_dataloaders(ds(train1, train_transforms(size)), val, p1.batch_size, nw, device, pin_memory=d.pin_memory),
+                  2: make_dataloaders(ds(splits['train'], train_transforms(size)), val, p2.batch_size, nw, device, pin_memory=d.pin_memory)}
+        evals = {s: eval_dataloader(ds(splits[s], eval_transforms(size)), p2.batch_size, nw, device, d.pin_memory)
                  for s in ('test', 'val') if len(splits[s])}
         ctx = SimpleNamespace(phases=phases, val_dl=evals['val'], val=splits['val'])
         for dls in phases.values(): dls.multilabel = ctx      # what `fit` needs beyond the Learner's own loaders

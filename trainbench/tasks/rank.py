@@ -190,7 +190,7 @@ class MarginRankingLoss(nn.Module):
     def activation(self, x): return torch.sigmoid(x)
     def decodes(self, x): return x > 0
 
-# %% ../../nbs/21_rank.ipynb #c0869f42
+# %% ../../nbs/21_rank.ipynb #fb15f520
 @register_task
 class Rank(Task):
     "Siamese pairwise photo-quality ranking."
@@ -225,8 +225,8 @@ class Rank(Task):
             make = lambda df, train: FeaturePairs(extra['feats'], df.image1.map(index), df.image2.map(index), df.label)
         else:
             make = lambda df, train: ImagePairs(df.image1, df.image2, df.label, pair_transforms(d.img_size, d.keep_aspect, train))
-        dls = make_dataloaders(make(pairs['train'], True), make(pairs['val'], False), bs, nw, device)
-        evals = {s: eval_dataloader(make(pairs[s], False), bs, nw, device) for s in ('test', 'val') if s in pairs and len(pairs[s])}
+        dls = make_dataloaders(make(pairs['train'], True), make(pairs['val'], False), bs, nw, device, pin_memory=d.pin_memory)
+        evals = {s: eval_dataloader(make(pairs[s], False), bs, nw, device, d.pin_memory) for s in ('test', 'val') if s in pairs and len(pairs[s])}
         info = {'mode': cfg.model.mode, **({'dims': dims} if cfg.model.mode == 'frozen' else {})}
         return TaskData(dls, evals, info, extra)
 

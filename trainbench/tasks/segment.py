@@ -319,7 +319,7 @@ class SegmentEpochLog(Callback):
         best = lambda k: max((r[k] for r in w.records if r.get(k) == r.get(k) and k in r), default=None)
         update_summary(w.run_dir, best_val_iou=best('valid_iou'), best_val_dice=best('valid_dice'))
 
-# %% ../../nbs/41_segment.ipynb #4a54a49d
+# %% ../../nbs/41_segment.ipynb #b5b08cac
 def _overlay(img:Image.Image, mask:np.ndarray, colour=(255, 40, 40), alpha:float=0.5)->Image.Image:
     "`img` with `mask` tinted in `colour`."
     a = np.asarray(img, dtype=np.float32)
@@ -350,8 +350,8 @@ class Segment(Task):
         bs, nw = cfg.training.batch_size, d.num_workers
         make = lambda s, train: PromptedMasks(splits[s], prompts, dataset_prompts, seg_transforms(d.img_size, train, d.augment),
                                               train, d.negative_prob if train else 0.)
-        dls = make_dataloaders(make('train', True), make('val', False), bs, nw, device)
-        evals = {s: eval_dataloader(make(s, False), bs, nw, device) for s in ('test', 'val') if splits[s]}
+        dls = make_dataloaders(make('train', True), make('val', False), bs, nw, device, pin_memory=d.pin_memory)
+        evals = {s: eval_dataloader(make(s, False), bs, nw, device, d.pin_memory) for s in ('test', 'val') if splits[s]}
         items = {s: pd.DataFrame({'image': [str(it.image) for it in ds.items], 'dataset': [it.dataset for it in ds.items],
                                   'prompt': [prompts[p] for p in ds.fixed]}) for s, dl in evals.items() for ds in [dl.dataset]}
         return TaskData(dls, evals, {'prompts': prompts, 'datasets': {ds.name: ds.prompts for ds in d.datasets}}, {'items': items, 'threshold': cfg.eval.threshold})

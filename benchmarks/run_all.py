@@ -1,0 +1,101 @@
+"""Run every benchmarks/bench_*.py and write benchmarks/RESULTS.md: one table row per measured figure.
+
+Each benchmark runs in its own process (its ratios are measured side by side inside it), with the arguments below that
+keep the whole table under 10 minutes on a 2-core CPU; each prints `RESULT {json}` lines (see report.py). A benchmark
+that fails or times out gets a row saying so, and its output is kept in the file.
+
+Run: .venv/bin/python benchmarks/run_all.py [--only NAME...] [--out benchmarks/RESULTS.md]
+"""
+import argparse, json, os, platform, subprocess, sys, time
+from datetime import datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# Sizes for the table run on a 2-core CPU: each benchmark's own defaults are larger (more repetitions, more data).
+ARGS = {'bench_classify': ['--epochs', '4'], 'bench_imagecache': ['--epochs', '2'], 'bench_iqa': ['--reps', '3'],
+        'bench_multilabel': ['--epochs', '3'], 'bench_rank': ['--series', '40'], 'bench_segment': ['--epochs', '3']}
+TIMEOUT_S = 300
+
+
+def machine()->str:
+    import torch
+    cpu = next((l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name')), platform.processor()) \
+        if Path('/proc/cpuinfo').exists() else platform.processor()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'
+    return f'{os.cpu_count()} CPU cores ({cpu}), {gpu}; Python {platform.python_version()}, torch {torch.__version__}'
+
+
+def run(bench:Path)->dict:
+    "Run one benchmark; its RESULT records, output, wall time and exit status."
+    cmd = [sys.executable, bench.name, *ARGS.get(bench.stem, [])]
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=TIMEOUT_S)
+        out, rc = p.stdout + p.stderr, p.returncode
+    except subprocess.TimeoutExpired as e:
+        out, rc = f'{e.stdout or ""}{e.stderr or ""}\n(timed out after {TIMEOUT_S} s)', 'timeout'
+        out = out if isinstance(out, str) else out.decode()
+    recs = [json.loads(l[len('RESULT '):]) for l in out.splitlines() if l.startswith('RESULT ')]
+    return dict(name=bench.stem, cmd=' '.join(['python', f'benchmarks/{bench.name}', *cmd[2:]]), rc=rc,
+                seconds=time.perf_counter() - t0, results=recs, output=out)
+
+
+def fmt(v:float, unit:str)->str:
+    if unit == '%': return f'{v:.1%}'
+    return f'{v:.3g}{unit}' if unit in ('x', '') else f'{v:.3g} {unit}'
+
+
+def goal(r:dict)->str:
+    if r['goal'] is None: return 'report'
+    return f"{'>=' if r['higher'] else '<='} {fmt(r['goal'], r['unit'])}"
+
+
+def write(runs:list, path:Path, total_s:float):
+    rows = ['| benchmark | measured | against | figure | goal | met |', '|---|---|---|---|---|---|']
+    missed = []
+    for b in runs:
+        if b['rc'] != 0: rows.append(f"| {b['name']} | (failed: exit {b['rc']}, see its output below) | | | | no |")
+        for r in b['results']:
+            met = {True: 'yes', False: '**no**', None: '-'}[r['met']]
+            rows.append(f"| {b['name']} | {r['what']} | {r['against']} | {fmt(r['value'], r['unit'])} | {goal(r)} | {met} |")
+            if r['met'] is False: missed.append(f"- {b['name']}: {r['what']}: {fmt(r['value'], r['unit'])} against a goal of "
+                                                f"{goal(r)}. {r['note']}")
+    notes = [f"- {b['name']}, {r['what']}: {r['note']}" for b in runs for r in b['results'] if r['note'] and r['met'] is not False]
+    lines = ['# Benchmark results', '',
+             f'Written by `python benchmarks/run_all.py` on {datetime.now():%Y-%m-%d %H:%M}, in {total_s/60:.1f} minutes.',
+             f'Machine: {machine()}.', '',
+             'Every figure is measured side by side in one process (the benchmark\'s), on this machine; "x" figures are '
+             'how many times faster trainbench is than the baseline, plain figures are baseline time / trainbench time.', '',
+             *rows, '']
+    if missed: lines += ['## Goals not met', '', *missed, '']
+    if notes: lines += ['## Notes', '', *notes, '']
+    lines += ['## Outputs', '']
+    for b in runs:
+        lines += [f"<details><summary>{b['name']}: <code>{b['cmd']}</code>, {b['seconds']:.0f} s, exit {b['rc']}</summary>", '',
+                  '```', *[l for l in b['output'].rstrip().splitlines() if not l.startswith('RESULT ')], '```', '', '</details>', '']
+    tmp = path.with_suffix('.tmp')
+    tmp.write_text('\n'.join(lines))
+    tmp.replace(path)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--only', nargs='*', help='benchmark names (e.g. bench_iqa); default: all')
+    p.add_argument('--out', type=Path, default=HERE/'RESULTS.md')
+    a = p.parse_args()
+    benches = sorted(HERE.glob('bench_*.py'))
+    if a.only: benches = [b for b in benches if b.stem in a.only or b.stem.removeprefix('bench_') in a.only]
+    t0, runs = time.perf_counter(), []
+    for b in benches:
+        print(f'{b.name} ...', flush=True)
+        runs.append(run(b))
+        r = runs[-1]
+        print(f"  {r['seconds']:.0f} s, exit {r['rc']}, {len(r['results'])} figures", flush=True)
+        for x in r['results']: print(f"    {x['what']}: {fmt(x['value'], x['unit'])} ({goal(x)})", flush=True)
+    write(runs, a.out, time.perf_counter() - t0)
+    print(f'wrote {a.out} in {(time.perf_counter() - t0)/60:.1f} min')
+    sys.exit(0 if all(r['rc'] == 0 for r in runs) else 1)
+
+
+if __name__ == '__main__': main()
