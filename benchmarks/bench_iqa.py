@@ -2,7 +2,8 @@
 
 1. Evaluation: trainbench's batched protocol (each image decoded once, its `val_patch_num` grid crops and those of a few
    other images in one forward) against the reference protocol (one crop per forward, batch size 1, the image decoded
-   again for every crop), on the same crops: the SRCC must be identical. Goal: >= 10x faster.
+   again for every crop), on the same crops: the SRCC must be identical. Goal: >= 10x faster. Each protocol first runs
+   once over every batch shape it uses (oneDNN builds kernels per shape), then the fastest of two passes counts.
 2. Training throughput of the fastai pipeline (the task's Learner with its callbacks: the LR schedule, train SRCC/PLCC,
    the run writer) against a plain PyTorch loop (same model, data, Adam groups and L1 loss). Goal: >= 0.95.
 
@@ -60,7 +61,7 @@ def timed(f, dev):
     return r, time.perf_counter() - t0
 
 
-def evaluation(cfg, root, dev, n_images):
+def evaluation(cfg, root, dev, n_images, reps=2):
     task = get_task('iqa')
     files = sorted((root/'images').glob('R*_*_*.png'))[:n_images]
     dmos = pd.read_csv(root/'dmos.csv').set_index('dist_img').dmos
@@ -69,10 +70,12 @@ def evaluation(cfg, root, dev, n_images):
     model = task.model(cfg, None).to(dev, memory_format=torch.channels_last).eval()   # the layout iqa runs use (fast_paths)
     d = cfg.data
     n, p, bs = d.val_patch_num, d.patch_size, eval_images_per_batch(cfg)
-    batched_eval(model, files[:2], n, p, d.resize, dev, bs); reference_eval(model, files[:1], 2, p, d.resize, dev)   # warm up
-    ref, t_ref = timed(lambda: reference_eval(model, files, n, p, d.resize, dev), dev)
-    ref1, t_ref1 = timed(lambda: reference_eval(model, files, n, p, d.resize, dev, decode_per_crop=False), dev)
-    ours, t_ours = timed(lambda: batched_eval(model, files, n, p, d.resize, dev, bs), dev)
+    # warm up: oneDNN builds its kernels once per input shape, so each protocol first sees every batch shape it will use
+    batched_eval(model, files, n, p, d.resize, dev, bs); reference_eval(model, files[:1], 2, p, d.resize, dev)
+    best = lambda f: min((timed(f, dev) for _ in range(reps)), key=lambda r: r[1])   # the fastest of `reps` passes each
+    ref, t_ref = best(lambda: reference_eval(model, files, n, p, d.resize, dev))
+    ref1, t_ref1 = best(lambda: reference_eval(model, files, n, p, d.resize, dev, decode_per_crop=False))
+    ours, t_ours = best(lambda: batched_eval(model, files, n, p, d.resize, dev, bs))
     s_ref, s_ours = srcc(ref, targets), srcc(ours, targets)
     print(f'{len(files)} images x {n} crops of {p} px, batched: {bs} images = {bs*n} crops per forward, {t_ours:.2f} s')
     print(f'  reference protocol (bs 1, the image decoded per crop as its dataset does): {t_ref:.2f} s: batched is {t_ref/t_ours:.1f}x faster  (goal >= 10x)')
@@ -80,7 +83,10 @@ def evaluation(cfg, root, dev, n_images):
     print(f'  SRCC reference {s_ref:.6f}, batched {s_ours:.6f}, identical: {s_ref == s_ours} '
           f'(largest score difference {np.abs(ref - ours).max():.2e}, same ranking: {(np.argsort(ref) == np.argsort(ours)).all()})')
     ratio(f'batched {n}-crop evaluation ({len(files)} images, {p} px)', 'reference protocol: one crop per forward, bs 1, image decoded per crop',
-          t_ref/t_ours, 10, note=f'SRCC identical: {s_ref == s_ours}; forwards alone (bs 1, each image decoded once) {t_ref1/t_ours:.1f}x')
+          t_ref/t_ours, 10, note=f'SRCC identical: {s_ref == s_ours}; against batch-1 forwards alone (each image decoded once) '
+          f'{t_ref1/t_ours:.1f}x' + ('. On this CPU the batched forward is compute-bound (oneDNN convolutions and batch norm), so '
+          'a batch-1 forward costs only a few times more per crop; batching removes per-call overhead, most of a batch-1 forward '
+          'on a GPU, where the goal would be measured (no GPU here)' if dev.type == 'cpu' else ''))
 
 
 def training(cfg, root, dev, reps=3):
@@ -99,8 +105,9 @@ def training(cfg, root, dev, reps=3):
     groups = task.splitter(model)
     opt = torch.optim.Adam([{'params': groups[0], 'lr': t.lr}, {'params': groups[1], 'lr': t.lr*t.lr_ratio}],
                            weight_decay=t.weight_decay, fused=True)
-    dl = torch.utils.data.DataLoader(data.dls.train.dataset, batch_size=t.batch_size, shuffle=True, num_workers=data.dls.train.num_workers,
-                                     drop_last=data.dls.train.drop_last)
+    nw = data.dls.train.num_workers   # the same loader settings as the pipeline's: workers kept alive between epochs
+    dl = torch.utils.data.DataLoader(data.dls.train.dataset, batch_size=t.batch_size, shuffle=True, num_workers=nw,
+                                     persistent_workers=nw > 0, drop_last=data.dls.train.drop_last)
     def plain_epoch():
         model.train()
         for x, y in dl:
