@@ -21,9 +21,9 @@ log = logging.getLogger('trainbench.data')
 # %% auto #0
 __all__ = ['log', 'IMAGENET_MEAN', 'IMAGENET_STD', 'open_image', 'load_image', 'LetterBox', 'resize', 'normalize',
            'train_transforms', 'eval_transforms', 'ImageDataset', 'check_images', 'stratified_split', 'subsample',
-           'default_num_workers', 'make_dataloaders', 'eval_dataloader']
+           'default_num_workers', 'make_dataloaders', 'eval_dataloader', 'normalize_batch']
 
-# %% ../nbs/04_data.ipynb #3adeacbe
+# %% ../nbs/04_data.ipynb #338689f0
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def open_image(path)->Image.Image:
@@ -50,10 +50,11 @@ def resize(img_size:int, keep_aspect:bool=False):
 
 def normalize(): return [T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
-def train_transforms(img_size:int, resized:bool=False):
-    "The reference training augmentation (`resized`: the input is already `img_size`, e.g. from the decoded-image cache)."
+def train_transforms(img_size:int, resized:bool=False, normalized:bool=True):
+    """The reference training augmentation (`resized`: the input is already `img_size`, e.g. from the decoded-image cache;
+    `normalized=False`: uint8 out, for `normalize_batch` to normalise per batch)."""
     return T.Compose([T.ToImage(), *([] if resized else [resize(img_size)]), T.RandomHorizontalFlip(0.5), T.RandomRotation(10),
-                      T.ColorJitter(0.2, 0.2, 0.2), *normalize()])
+                      T.ColorJitter(0.2, 0.2, 0.2), *(normalize() if normalized else [])])
 
 def eval_transforms(img_size:int, keep_aspect:bool=False):
     "Resize and normalise only."
@@ -103,16 +104,17 @@ def subsample(targets:list, fraction:float, seed:int)->list:
         out += rng.choice(idx, max(1, round(len(idx)*fraction)), replace=False).tolist()
     return sorted(out)
 
-# %% ../nbs/04_data.ipynb #967176a0
+# %% ../nbs/04_data.ipynb #2d010dd1
 def default_num_workers()->int:
     "One DataLoader worker per CPU core but one, at most 8."
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
-def _loader_kw(num_workers, device, pin_memory)->dict:
-    "Worker count (None: `default_num_workers()`), kept alive between epochs, and pinned memory (None: with CUDA)."
+def _loader_kw(num_workers, device, pin_memory, after_batch=None)->dict:
+    "Worker count (None: `default_num_workers()`), kept alive between epochs, pinned memory (None: with CUDA), batch transforms."
     nw = default_num_workers() if num_workers is None else num_workers
     if pin_memory is None: pin_memory = device is not None and torch.device(device).type == 'cuda'
-    return dict(num_workers=nw, pin_memory=pin_memory, persistent_workers=nw > 0, device=device)
+    return dict(num_workers=nw, pin_memory=pin_memory, persistent_workers=nw > 0, device=device,
+                **({'after_batch': after_batch} if after_batch is not None else {}))
 
 def make_dataloaders(train_ds, valid_ds, # PyTorch datasets
                      bs:int, # batch size
@@ -120,14 +122,24 @@ def make_dataloaders(train_ds, valid_ds, # PyTorch datasets
                      device=None, # where batches go
                      drop_last:bool=None, # drop an incomplete last training batch (default: when it would hold one item, which breaks batch norm)
                      pin_memory:bool=None, # page-locked batches (None: when `device` is CUDA)
+                     after_batch=None, # fastai batch transforms, run on `device`, e.g. `normalize_batch`
                     )->DataLoaders:
     "fastai `DataLoaders` over a training and a validation dataset."
-    kw = _loader_kw(num_workers, device, pin_memory)
+    kw = _loader_kw(num_workers, device, pin_memory, after_batch)
     if drop_last is None: drop_last = len(train_ds) % bs == 1
     train = DataLoader(train_ds, bs=bs, shuffle=True, drop_last=drop_last, **kw)
     valid = DataLoader(valid_ds, bs=bs, shuffle=False, **kw)
     return DataLoaders(train, valid, device=device)
 
-def eval_dataloader(ds, bs:int, num_workers:int=None, device=None, pin_memory:bool=None)->DataLoader:
+def eval_dataloader(ds, bs:int, num_workers:int=None, device=None, pin_memory:bool=None, after_batch=None)->DataLoader:
     "An in-order DataLoader for evaluation or prediction."
-    return DataLoader(ds, bs=bs, shuffle=False, **_loader_kw(num_workers, device, pin_memory))
+    return DataLoader(ds, bs=bs, shuffle=False, **_loader_kw(num_workers, device, pin_memory, after_batch))
+
+def normalize_batch(x):
+    """A fastai batch transform: a uint8 image batch (B, 3, H, W) to float, ImageNet-normalised, on the device the batch
+    is already on; anything else (targets) passes through. Datasets that yield uint8 images (the decoded-image cache) move
+    a quarter of the bytes to the device, and normalise once per batch there instead of once per image on the CPU."""
+    if isinstance(x, (tuple, list)): return type(x)(normalize_batch(o) for o in x)   # the (inputs, targets) batch
+    if not (isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.ndim == 4): return x
+    mean, std = (torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    return x.float().div_(255).sub_(mean).div_(std)
