@@ -43,7 +43,7 @@ docs: $(STAMP)
 	$(BIN)/python tools/docs.py
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_classify.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf outputs _docs _proc
