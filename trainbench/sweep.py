@@ -143,7 +143,7 @@ def execute_run(spec:dict, # a `RunSpec` as a dict
     return {'name': spec['name'], 'status': status, 'run_dir': str(run_dir), 'seconds': round(time.time() - t0, 1),
             'error': err, 'retried': moved is not None}
 
-# %% ../nbs/81_sweep.ipynb #599bd713
+# %% ../nbs/81_sweep.ipynb #7c1e7091
 def _reachable(address:str, timeout:float=5):
     "Fail at once when nothing listens at a tcp:// scheduler address (a Client would retry until its timeout)."
     import socket
@@ -165,8 +165,12 @@ def dask_client(workers:int=2, scheduler:str=None, gpus:int=0):
         try: yield client
         finally: client.close()
         return
+    import dask
     kw = {'resources': {'GPU': 1}} if gpus else {}
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host='127.0.0.1', dashboard_address=None,
+    # One run per worker at a time: with dask's default worker-saturation of 1.1 a one-thread worker takes a second run
+    # queued behind its first while another worker sits idle (the demo's iqa run waited behind multilabel for minutes)
+    with dask.config.set({'distributed.scheduler.worker-saturation': 1.0}), \
+         LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host='127.0.0.1', dashboard_address=None,
                       silence_logs=logging.ERROR, **kw) as cluster, Client(cluster) as client:
         yield client
 
