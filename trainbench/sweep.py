@@ -143,7 +143,7 @@ def execute_run(spec:dict, # a `RunSpec` as a dict
     return {'name': spec['name'], 'status': status, 'run_dir': str(run_dir), 'seconds': round(time.time() - t0, 1),
             'error': err, 'retried': moved is not None}
 
-# %% ../nbs/81_sweep.ipynb #7c1e7091
+# %% ../nbs/81_sweep.ipynb #599bd713
 def _reachable(address:str, timeout:float=5):
     "Fail at once when nothing listens at a tcp:// scheduler address (a Client would retry until its timeout)."
     import socket
@@ -165,16 +165,12 @@ def dask_client(workers:int=2, scheduler:str=None, gpus:int=0):
         try: yield client
         finally: client.close()
         return
-    import dask
     kw = {'resources': {'GPU': 1}} if gpus else {}
-    # One run per worker at a time: with dask's default worker-saturation of 1.1 a one-thread worker takes a second run
-    # queued behind its first while another worker sits idle (the demo's iqa run waited behind multilabel for minutes)
-    with dask.config.set({'distributed.scheduler.worker-saturation': 1.0}), \
-         LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host='127.0.0.1', dashboard_address=None,
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host='127.0.0.1', dashboard_address=None,
                       silence_logs=logging.ERROR, **kw) as cluster, Client(cluster) as client:
         yield client
 
-# %% ../nbs/81_sweep.ipynb #5ff6f05b
+# %% ../nbs/81_sweep.ipynb #cb08a687
 class SweepResult(BaseModel):
     "What `run_sweep` did."
     dir: Path
@@ -235,23 +231,33 @@ def run_sweep(src, # sweep file or bundled name
         # on the embedded cluster, runs share this machine's cores instead of each taking all of them
         threads = None if scheduler else max(1, (os.cpu_count() or 1) // workers)
         with dask_client(workers, scheduler, gpus=int(need_gpu)) as client:
-            futs = {}
+            run_dirs = {}
             for s in todo:
                 run_dir = sweep_dir/'runs'/s.name
                 if run_dir.exists() and any(run_dir.iterdir()):   # an earlier, failed or changed attempt: kept beside
                     run_dir = next(run_dir.with_name(f'{s.name}_{k}') for k in itertools.count(1)
                                    if not run_dir.with_name(f'{s.name}_{k}').exists())
+                run_dirs[s.name] = run_dir
                 state['runs'][s.name] = {'hash': s.hash, 'status': 'queued', 'run_dir': str(run_dir)}
-                f = client.submit(execute_run, s.model_dump(), str(run_dir), timeout, os.getcwd(), threads, pure=False,
-                                  key=f'{_safe(sw.name)}-{s.name}-{time.time_ns()}', resources=s.resources or None)
-                futs[f] = s
             save()
-            pending = set(futs)
+            # The cluster gets one run per worker thread at a time, the next as one finishes. Submitted all at once, runs
+            # are spread over the workers when submitted (independent tasks with distinct keys are not queued on the
+            # scheduler), and one waited behind another while a worker sat idle: the demo's iqa, for minutes.
+            slots, queue, futs = max(1, sum(client.nthreads().values())), list(todo), {}
+            def submit():
+                while queue and len(pending) < slots:
+                    s = queue.pop(0)
+                    f = client.submit(execute_run, s.model_dump(), str(run_dirs[s.name]), timeout, os.getcwd(), threads, pure=False,
+                                      key=f'{_safe(sw.name)}-{s.name}-{time.time_ns()}', resources=s.resources or None)
+                    futs[f] = s; pending.add(f)
+            pending = set()
+            submit()
             tty, last = sys.stderr.isatty(), time.time()   # without a terminal: a progress line every 30 s instead of a bar
-            with tqdm(total=len(futs), desc=f'sweep {sw.name}', unit='run', file=sys.stderr, dynamic_ncols=True, disable=not tty) as bar:
+            with tqdm(total=len(todo), desc=f'sweep {sw.name}', unit='run', file=sys.stderr, dynamic_ncols=True, disable=not tty) as bar:
                 while pending:
                     try: done, pending = wait(pending, timeout=2, return_when='FIRST_COMPLETED')
                     except TimeoutError: done = set()
+                    pending = set(pending)
                     for f in done:
                         s = futs[f]
                         entry = state['runs'][s.name]
@@ -262,12 +268,13 @@ def run_sweep(src, # sweep file or bundled name
                                 update_summary(entry['run_dir'], status='failed', error=entry['error'])
                         log.info(f"{s.name}: {entry['status']}" + (f" ({entry.get('error')})" if entry.get('error') else ''))
                         save(); bar.update(1)
+                    submit()
                     running = {s.name: _epochs(state['runs'][s.name]['run_dir'], s.config) for f, s in futs.items()
                                if f in pending and read_summary(state['runs'][s.name]['run_dir']).get('status') == 'running'}
                     bar.set_postfix_str(', '.join(f'{k} {v}' for k, v in running.items())[:120])
                     if not tty and time.time() - last >= 30:
                         last = time.time()
-                        log.info(f'sweep {sw.name}: {len(futs) - len(pending)}/{len(futs)} runs done; running (epochs): '
+                        log.info(f'sweep {sw.name}: {len(todo) - len(pending) - len(queue)}/{len(todo)} runs done; running (epochs): '
                                  + (', '.join(f'{k} {v}' for k, v in running.items()) or 'none yet'))
     save()
     from trainbench.compare import write_report
