@@ -6,7 +6,7 @@ that fails or times out gets a row saying so, and its output is kept in the file
 
 Run: .venv/bin/python benchmarks/run_all.py [--only NAME...] [--out benchmarks/RESULTS.md]
 """
-import argparse, json, os, platform, subprocess, sys, time
+import argparse, json, os, platform, shutil, subprocess, sys, tempfile, time
 from datetime import datetime
 from pathlib import Path
 
@@ -30,12 +30,14 @@ def run(bench:Path)->dict:
     "Run one benchmark; its RESULT records, output, wall time and exit status."
     cmd = [sys.executable, bench.name, *ARGS.get(bench.stem, [])]
     t0 = time.perf_counter()
+    tmp = tempfile.mkdtemp(prefix=f'{bench.stem}-')   # the benchmark's datasets and runs (gigabytes), removed after it
     try:
-        p = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=TIMEOUT_S)
+        p = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=TIMEOUT_S, env={**os.environ, 'TMPDIR': tmp})
         out, rc = p.stdout + p.stderr, p.returncode
     except subprocess.TimeoutExpired as e:
         out, rc = f'{e.stdout or ""}{e.stderr or ""}\n(timed out after {TIMEOUT_S} s)', 'timeout'
         out = out if isinstance(out, str) else out.decode()
+    finally: shutil.rmtree(tmp, ignore_errors=True)
     recs = [json.loads(l[len('RESULT '):]) for l in out.splitlines() if l.startswith('RESULT ')]
     return dict(name=bench.stem, cmd=' '.join(['python', f'benchmarks/{bench.name}', *cmd[2:]]), rc=rc,
                 seconds=time.perf_counter() - t0, results=recs, output=out)
