@@ -104,7 +104,7 @@ def subsample(targets:list, fraction:float, seed:int)->list:
         out += rng.choice(idx, max(1, round(len(idx)*fraction)), replace=False).tolist()
     return sorted(out)
 
-# %% ../nbs/04_data.ipynb #2d010dd1
+# %% ../nbs/04_data.ipynb #7661190a
 def default_num_workers()->int:
     "One DataLoader worker per CPU core but one, at most 8."
     return max(0, min(8, (os.cpu_count() or 1) - 1))
@@ -113,8 +113,7 @@ def _loader_kw(num_workers, device, pin_memory, after_batch=None)->dict:
     "Worker count (None: `default_num_workers()`), kept alive between epochs, pinned memory (None: with CUDA), batch transforms."
     nw = default_num_workers() if num_workers is None else num_workers
     if pin_memory is None: pin_memory = device is not None and torch.device(device).type == 'cuda'
-    return dict(num_workers=nw, pin_memory=pin_memory, persistent_workers=nw > 0, device=device,
-                **({'after_batch': after_batch} if after_batch is not None else {}))
+    return dict(num_workers=nw, pin_memory=pin_memory, persistent_workers=nw > 0, device=device, after_batch=after_batch)
 
 def make_dataloaders(train_ds, valid_ds, # PyTorch datasets
                      bs:int, # batch size
@@ -141,5 +140,6 @@ def normalize_batch(x):
     a quarter of the bytes to the device, and normalise once per batch there instead of once per image on the CPU."""
     if isinstance(x, (tuple, list)): return type(x)(normalize_batch(o) for o in x)   # the (inputs, targets) batch
     if not (isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.ndim == 4): return x
-    mean, std = (torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-    return x.float().div_(255).sub_(mean).div_(std)
+    return _normalize_images(x)   # the per-image `normalize()` transforms: torchvision's v2 transforms take batches as they are
+
+_normalize_images = T.Compose(normalize())

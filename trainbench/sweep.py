@@ -170,7 +170,7 @@ def dask_client(workers:int=2, scheduler:str=None, gpus:int=0):
                       silence_logs=logging.ERROR, **kw) as cluster, Client(cluster) as client:
         yield client
 
-# %% ../nbs/81_sweep.ipynb #cb08a687
+# %% ../nbs/81_sweep.ipynb #cf8e60fe
 class SweepResult(BaseModel):
     "What `run_sweep` did."
     dir: Path
@@ -257,7 +257,6 @@ def run_sweep(src, # sweep file or bundled name
                 while pending:
                     try: done, pending = wait(pending, timeout=2, return_when='FIRST_COMPLETED')
                     except TimeoutError: done = set()
-                    pending = set(pending)
                     for f in done:
                         s = futs[f]
                         entry = state['runs'][s.name]
