@@ -156,7 +156,7 @@ def test_koniq_official_split_and_resize(tmp_path):
     assert {s: len(t) for s, t in data.extra['tables'].items()} == {'train': 4, 'val': 2, 'test': 2}
     assert np.allclose(data.extra['tables']['test'].score, [100*6/7, 100.])
     crops, score = data.eval_dls['test'].dataset[0]
-    assert data.eval_dls['test'].dataset.store[0].shape == (3, 384, 512)     # width 512, height 384: not the reference's swap
+    assert data.eval_dls['test'].dataset.images[0].shape == (3, 384, 512)     # width 512, height 384: not the reference's swap
 
 
 def _copy(kadid, tmp_path):

@@ -19,7 +19,7 @@ __all__ = ['KEY_ALIASES', 'FLAT_CLASSIFY_KEYS', 'Section', 'DataConfig', 'ModelC
            'find_config', 'from_flat_params', 'is_flat_params', 'read_yaml', 'load_config', 'config_to_yaml',
            'save_config']
 
-# %% ../nbs/01_config.ipynb #18508dea
+# %% ../nbs/01_config.ipynb #d9147594
 class Section(BaseModel):
     "A config section: unknown keys are errors, and values are checked on assignment too."
     model_config = ConfigDict(extra='forbid', validate_assignment=True, validate_default=True,
@@ -34,7 +34,7 @@ class DataConfig(Section):
     on_corrupt: Literal['fail', 'skip'] = Field('fail', description="A corrupt or truncated image fails the run ('fail', naming the file) or is left out with a warning and a count ('skip')")
     cache_dir: Path = Field(Path('data/cache'), description='Caches shared by runs and experiments (extracted features, decoded images)')
     pin_memory: Optional[bool] = Field(None, description='Page-locked host memory for batches bound to CUDA (null: on with CUDA)')
-    cache_images: bool = Field(False, description='Decode and resize each image once into a memory-mapped uint8 cache under cache_dir, shared by runs (classify and multilabel)')
+    cache_images: bool = Field(False, description='Decode and resize each image once into a memory-mapped uint8 cache under cache_dir, shared by runs and sweep workers (rank: end-to-end mode; iqa: one size, from data.resize or the files)')
 
 class ModelConfig(Section):
     name: str = Field('mobilenet_v3_small', description='Architecture name, looked up in the task\'s model registry')

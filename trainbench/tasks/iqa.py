@@ -200,7 +200,7 @@ def srcc(pred, target)->float: "Spearman's rank correlation." ; return _corr(sci
 def plcc(pred, target)->float: "Pearson's linear correlation."; return _corr(scipy.stats.pearsonr, pred, target)
 def krcc(pred, target)->float: "Kendall's rank correlation."  ; return _corr(scipy.stats.kendalltau, pred, target)
 
-# %% ../../nbs/30_iqa.ipynb #9ce1074a
+# %% ../../nbs/30_iqa.ipynb #0ae52f4a
 def _subsample(t:pd.DataFrame, fraction:float, seed:int)->pd.DataFrame:
     "A seeded `fraction` of the groups (reference images) of a split, at least one."
     refs = t.ref.unique()
@@ -237,7 +237,10 @@ class Iqa(Task):
         log.info(', '.join(f'{s}: {len(t)} images' + (f' of {t.ref.nunique()} references' if t.ref.nunique() < len(t) else '')
                            for s, t in tables.items()))
         preload = _preload(d, [f for t in tables.values() for f in t.image])
-        store = {s: ImageStore(t.image, d.resize, d.patch_size, preload) for s, t in tables.items()}
+        cache = d.cache_dir if d.cache_images else None   # the shared decoded-image cache instead of a copy in this process
+        if cache:   # every split's missing images in one pass: one write of the cache file, not one per split
+            ImageStore(sorted(good), d.resize, d.patch_size, cache_dir=cache, num_workers=d.num_workers or 0)
+        store = {s: ImageStore(t.image, d.resize, d.patch_size, preload, cache, d.num_workers or 0) for s, t in tables.items()}
         bs, nw, p = cfg.training.batch_size, d.num_workers, d.patch_size
         crops = {s: CropsDataset(store[s], t.score, d.val_patch_num, p) for s, t in tables.items() if s != 'train'}
         eval_bs = eval_images_per_batch(cfg)
