@@ -5,13 +5,14 @@ from fastai.callback.core import Callback
 
 
 class PhaseTimer(Callback):
-    "Seconds of each training phase (`train_s`) and each whole epoch (`epoch_s`)."
+    "Seconds of each training phase (`train_s`) and each whole training epoch (`epoch_s`, training and validation)."
     order = 100
     def __init__(self): self.train_s, self.epoch_s = [], []
-    def before_epoch(self): self.e0 = time.perf_counter()
-    def before_train(self): self.t0 = time.perf_counter()
+    def before_epoch(self): self.e0, self.trained = time.perf_counter(), False
+    def before_train(self): self.t0, self.trained = time.perf_counter(), True
     def after_train(self): self.train_s.append(time.perf_counter() - self.t0)
-    def after_epoch(self): self.epoch_s.append(time.perf_counter() - self.e0)
+    def after_epoch(self):   # evaluation after the fit (get_preds) is an epoch without training: not counted
+        if self.trained: self.epoch_s.append(time.perf_counter() - self.e0)
 
 
 class StepTimer(Callback):

@@ -211,7 +211,7 @@ class EarlyStopping(EarlyStoppingCallback):
                 log.info(f'Early stopping: no improvement of {self.monitor} in the last {self.wait} epochs')
                 raise
 
-# %% ../nbs/05_learner.ipynb #dc7dab66
+# %% ../nbs/05_learner.ipynb #10977fc6
 class TensorBoardLog(Callback):
     "Training loss and LR per batch, and the epoch records, in a TensorBoard log."
     order, run_valid = RunWriter.order + 1, False
@@ -220,16 +220,21 @@ class TensorBoardLog(Callback):
         from torch.utils.tensorboard import SummaryWriter
         self.writer = SummaryWriter(self.log_dir)
         self.step0 = (self.learn.run_writer.start_epoch) * len(self.dls.train)
-    def after_batch(self):
-        step = self.step0 + self.train_iter
-        self.writer.add_scalar('train/loss', self.learn.loss.item(), step)
-        self.writer.add_scalar('train/lr', self.opt.hypers[-1]['lr'], step)
+    def before_train(self): self.batches = []
+    def after_batch(self): self.batches.append((self.step0 + self.train_iter, self.learn.loss.detach(), self.opt.hypers[-1]['lr']))
+    def after_train(self):
+        if not self.batches: return
+        steps, losses, lrs = zip(*self.batches)
+        for step, loss, lr in zip(steps, torch.stack(losses).float().tolist(), lrs):   # one transfer for the epoch
+            self.writer.add_scalar('batch/train_loss', loss, step)
+            self.writer.add_scalar('batch/lr', lr, step)
+        self.batches = []
     def after_epoch(self):
         rec = self.learn.run_writer.records[-1]
         for k, v in rec.items():
             if k != 'epoch': self.writer.add_scalar(k.replace('_', '/', 1), v, rec['epoch'])
         self.writer.flush()
-    def after_fit(self): self.writer.close()
+    def after_fit(self): self.after_train(); self.writer.close()   # (a stopped epoch's batches too)
 
 # %% ../nbs/05_learner.ipynb #1bc03695
 class ResumeState(Callback):
