@@ -14,12 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .core import ConfigError, did_you_mean, get_task, write_text
 
 # %% auto #0
-__all__ = ['KEY_ALIASES', 'FLAT_CLASSIFY_KEYS', 'Section', 'DataConfig', 'ModelConfig', 'TrainingConfig', 'OutputConfig',
-           'Config', 'key_lines', 'validate', 'parse_override', 'set_dotted', 'templates_dir', 'list_templates',
-           'find_config', 'from_flat_params', 'is_flat_params', 'read_yaml', 'load_config', 'config_to_yaml',
-           'save_config']
+__all__ = ['KEY_ALIASES', 'FLAT_CLASSIFY_KEYS', 'Section', 'DataConfig', 'BatchAugmentData', 'ModelConfig', 'TrainingConfig',
+           'OutputConfig', 'Config', 'key_lines', 'validate', 'parse_override', 'set_dotted', 'templates_dir',
+           'list_templates', 'find_config', 'from_flat_params', 'is_flat_params', 'read_yaml', 'load_config',
+           'config_to_yaml', 'save_config']
 
-# %% ../nbs/01_config.ipynb #d9147594
+# %% ../nbs/01_config.ipynb #b98b9b87
 class Section(BaseModel):
     "A config section: unknown keys are errors, and values are checked on assignment too."
     model_config = ConfigDict(extra='forbid', validate_assignment=True, validate_default=True,
@@ -35,6 +35,10 @@ class DataConfig(Section):
     cache_dir: Path = Field(Path('data/cache'), description='Caches shared by runs and experiments (extracted features, decoded images)')
     pin_memory: Optional[bool] = Field(None, description='Page-locked host memory for batches bound to CUDA (null: on with CUDA)')
     cache_images: bool = Field(False, description='Decode and resize each image once into a memory-mapped uint8 cache under cache_dir, shared by runs and sweep workers (rank: end-to-end mode; iqa: one size, from data.resize or the files)')
+
+class BatchAugmentData(Section):
+    "A `data` section mixin for tasks whose training augmentation can run per batch on the device (classify, multilabel)."
+    batch_augment: Optional[bool] = Field(None, description="The training augmentation per batch on the training device (fastai's batch transforms) instead of per image in the loader (null: on with CUDA)")
 
 class ModelConfig(Section):
     name: str = Field('mobilenet_v3_small', description='Architecture name, looked up in the task\'s model registry')

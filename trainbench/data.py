@@ -21,7 +21,8 @@ log = logging.getLogger('trainbench.data')
 # %% auto #0
 __all__ = ['log', 'IMAGENET_MEAN', 'IMAGENET_STD', 'open_image', 'load_image', 'LetterBox', 'resize', 'normalize',
            'train_transforms', 'eval_transforms', 'ImageDataset', 'check_images', 'stratified_split', 'subsample',
-           'default_num_workers', 'make_dataloaders', 'eval_dataloader', 'normalize_batch']
+           'default_num_workers', 'make_dataloaders', 'eval_dataloader', 'normalize_batch', 'BatchAugment',
+           'resolve_batch_augment']
 
 # %% ../nbs/04_data.ipynb #338689f0
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -104,7 +105,7 @@ def subsample(targets:list, fraction:float, seed:int)->list:
         out += rng.choice(idx, max(1, round(len(idx)*fraction)), replace=False).tolist()
     return sorted(out)
 
-# %% ../nbs/04_data.ipynb #7661190a
+# %% ../nbs/04_data.ipynb #d6b6ef06
 def default_num_workers()->int:
     "One DataLoader worker per CPU core but one, at most 8."
     return max(0, min(8, (os.cpu_count() or 1) - 1))
@@ -122,11 +123,12 @@ def make_dataloaders(train_ds, valid_ds, # PyTorch datasets
                      drop_last:bool=None, # drop an incomplete last training batch (default: when it would hold one item, which breaks batch norm)
                      pin_memory:bool=None, # page-locked batches (None: when `device` is CUDA)
                      after_batch=None, # fastai batch transforms, run on `device`, e.g. `normalize_batch`
+                     train_after_batch=None, # the training loader's batch transforms, e.g. `BatchAugment` (None: `after_batch`)
                     )->DataLoaders:
     "fastai `DataLoaders` over a training and a validation dataset."
     kw = _loader_kw(num_workers, device, pin_memory, after_batch)
     if drop_last is None: drop_last = len(train_ds) % bs == 1
-    train = DataLoader(train_ds, bs=bs, shuffle=True, drop_last=drop_last, **kw)
+    train = DataLoader(train_ds, bs=bs, shuffle=True, drop_last=drop_last, **{**kw, 'after_batch': train_after_batch or after_batch})
     valid = DataLoader(valid_ds, bs=bs, shuffle=False, **kw)
     return DataLoaders(train, valid, device=device)
 
@@ -143,3 +145,22 @@ def normalize_batch(x):
     return _normalize_images(x)   # the per-image `normalize()` transforms: torchvision's v2 transforms take batches as they are
 
 _normalize_images = T.Compose(normalize())
+
+# %% ../nbs/04_data.ipynb #a990afe9
+class BatchAugment:
+    "A fastai `after_batch` for training loaders: a uint8 image batch flipped, rotated, colour-jittered per image, then normalised."
+    def __init__(self, max_rotate:float=10., max_lighting:float=0.2):
+        from fastai.vision.augment import Brightness, Contrast, Flip, Rotate, Saturation, setup_aug_tfms
+        from fasttransform import Pipeline
+        # setup_aug_tfms merges the affine transforms into one grid sample and the lighting ones into one pass
+        self.tfms = Pipeline(setup_aug_tfms([Flip(p=0.5), Rotate(max_deg=max_rotate, p=1.), Brightness(max_lighting, p=1.),
+                                             Contrast(max_lighting, p=1.), Saturation(max_lighting, p=1.)]), split_idx=0)
+    def __call__(self, b):
+        if isinstance(b, (tuple, list)): return type(b)((self(b[0]), *b[1:]))   # (images, targets...): the images
+        from fastai.torch_core import TensorImage
+        x = self.tfms(TensorImage(b.float().div_(255)))   # fastai's image transforms dispatch on TensorImage, in [0, 1]
+        return _normalize_images(x.as_subclass(torch.Tensor))
+
+def resolve_batch_augment(flag, device)->bool:
+    "`data.batch_augment`: as set, or (None) on with CUDA."
+    return bool(flag) if flag is not None else device is not None and torch.device(device).type == 'cuda'
