@@ -62,7 +62,7 @@ def test_tensorboard_has_per_prompt_metrics_and_lr(quick_run):
     run_dir, _ = quick_run
     ea = EventAccumulator(str(run_dir/'tensorboard')).Reload()
     tags = set(ea.Tags()['scalars'])
-    assert {'train/loss', 'train/lr', 'valid/iou', 'valid/dice', 'valid/pixel_accuracy', 'valid/iou_segment_crack'} <= tags
+    assert {'train/loss', 'batch/train_loss', 'batch/lr', 'valid/iou', 'valid/dice', 'valid/pixel_accuracy', 'valid/iou_segment_crack'} <= tags
 
 
 def test_predict_writes_mask_and_overlay(quick_run, walls, tmp_path):
