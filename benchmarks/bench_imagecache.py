@@ -72,7 +72,7 @@ def main():
           note=f'one DataLoader pass: decoding {min(passes[False]):.2f} s, cache {min(passes[True]):.2f} s')
     for model in a.models.split(','):   # a small model shows the data side's share (as a GPU would); ResNet-18 is CPU-bound here
         times, epochs = {}, {}
-        for cache in (False, True, False, True):   # interleaved, so drift in the machine's load hits both alike
+        for cache in (False, True):
             timer = PhaseTimer()
             t0 = time.perf_counter()
             train('classify/quick', {**over, 'model.name': model, 'data.cache_images': cache}, output_dir=tmp/'out', cbs=[timer])
@@ -83,7 +83,7 @@ def main():
               f'decoded cache {ep_fast:.2f} s: {ep_plain/ep_fast:.2f}x faster epochs')
         ratio(f'decoded-image cache, classify/quick epochs (training + validation, {model} at 64 px, {len(files)} JPEGs 800x600)',
               'decoding and resizing every epoch', ep_plain/ep_fast, 3,
-              note=f'fastest epoch after the first of two runs each: {ep_plain:.2f} s against {ep_fast:.2f} s; the forward and '
+              note=f'fastest epoch after the first of a run each: {ep_plain:.2f} s against {ep_fast:.2f} s; the forward and '
                    f'backward of the model are the same in both, so the larger its share of the epoch, the lower the ratio')
         plain, fast = min(times[False]), min(times[True])
         print(f'{model}: {len(files)} JPEGs of 800x600, {a.epochs} epochs at 64 px: decoding every epoch {plain:.1f} s, decoded cache '
