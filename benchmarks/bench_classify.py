@@ -114,7 +114,7 @@ def per_batch_overhead(batches=100, bs=16, reps=5):
     return tb - hw
 
 
-def bf16_speedup(model_name, img_size=224, bs=8, steps=8):
+def bf16_speedup(model_name, img_size=224, bs=8, steps=6):
     xs, ys = torch.randn(bs*steps, 3, img_size, img_size), torch.randint(0, 4, (bs*steps,))
     ds = list(zip(xs, ys))
     cfg = load_config('classify/quick', {'model.name': model_name, 'model.pretrained': False, 'model.freeze_ratio': 0,

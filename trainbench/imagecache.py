@@ -66,7 +66,7 @@ def reads_image_cache(ds)->bool:
     while ds is not None and not isinstance(ds, CachedImageDataset): ds = getattr(ds, 'images', None)
     return ds is not None
 
-# %% ../nbs/09_imagecache.ipynb #b74e12fa
+# %% ../nbs/09_imagecache.ipynb #7da70793
 def image_datasets(splits:dict, # split name -> (files, targets)
                    img_size:int,
                    train:tuple=('train',), # the splits that get the training augmentation
@@ -78,12 +78,10 @@ def image_datasets(splits:dict, # split name -> (files, targets)
     if not cache and not batch_augment:
         return {s: ImageDataset(fs, ts, train_transforms(img_size) if s in train else eval_transforms(img_size))
                 for s, (fs, ts) in splits.items()}, None, None
-    if cache:
+    if cache:   # the cached pixels are already resized; training splits augment them per image unless `batch_augment`
         images = ImageCache([f for fs, _ in splits.values() for f in fs], img_size, cache_dir=cache_dir, num_workers=num_workers)
-        make = lambda fs, ts, tfm: images.dataset(fs, ts, tfm)     # the cache is already resized
         aug = None if batch_augment else train_transforms(img_size, resized=True, normalized=False)
-    else:
-        make = lambda fs, ts, tfm: ImageDataset(fs, ts, T.Compose([T.ToImage(), resize(img_size), *([tfm] if tfm else [])]))
-        aug = None
-    ds = {s: make(fs, ts, aug if s in train else None) for s, (fs, ts) in splits.items()}
+        ds = {s: images.dataset(fs, ts, aug if s in train else None) for s, (fs, ts) in splits.items()}
+    else:       # batch_augment from the files: the loader only decodes and resizes
+        ds = {s: ImageDataset(fs, ts, T.Compose([T.ToImage(), resize(img_size)])) for s, (fs, ts) in splits.items()}
     return ds, normalize_batch, BatchAugment() if batch_augment else normalize_batch
