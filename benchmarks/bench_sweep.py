@@ -1,11 +1,11 @@
 """Sweep throughput, measured side by side in one process on the same synthetic data.
 
-1. The same 8 tiny classify runs as one sweep on an embedded Dask cluster of 2 workers, against 1 worker (the runs
+1. The same tiny classify runs (8 by default) as one sweep on an embedded Dask cluster of 2 workers, against 1 worker (the runs
    one after another, through the same machinery). Goal: >= 1.6x faster with 2 workers on 2 cores.
 2. The per-run overhead of a papermill run: the notebook's wall time minus the training time its run recorded
    (kernel start, imports, config, evaluation and report cells).
 
-Run: .venv/bin/python benchmarks/bench_sweep.py
+Run: .venv/bin/python benchmarks/bench_sweep.py [--runs 8]
 """
 import tempfile, time
 from pathlib import Path
@@ -24,10 +24,13 @@ def sweep_file(path, data, n=8):
 
 
 def main():
+    import argparse
+    ap = argparse.ArgumentParser(); ap.add_argument('--runs', type=int, default=8, help='tiny classify runs in the sweep')
+    n = ap.parse_args().runs
     log_to_console()
     tmp = Path(tempfile.mkdtemp())
     data = get_task('classify').synth(tmp/'shapes', n=12, seed=0, img_size=32)
-    sw = sweep_file(tmp/'bench.yaml', data)
+    sw = sweep_file(tmp/'bench.yaml', data, n)
     times = {}
     for workers in (2, 1):
         t0 = time.perf_counter()
@@ -37,11 +40,11 @@ def main():
         if workers == 1:
             overhead = [r['seconds'] - read_summary(r['run_dir'])['duration_s'] for r in res.runs.values()]
             train = [read_summary(r['run_dir'])['duration_s'] for r in res.runs.values()]
-    print(f'8 tiny runs: 2 workers {times[2]:.1f} s, 1 worker {times[1]:.1f} s, '
+    print(f'{n} tiny runs: 2 workers {times[2]:.1f} s, 1 worker {times[1]:.1f} s, '
           f'2 workers are {times[1]/times[2]:.2f}x faster  (goal >= 1.6x)')
     print(f'per-run overhead of a papermill run (kernel start, imports, evaluation cells): '
           f'median {sorted(overhead)[len(overhead)//2]:.1f} s, against a median {sorted(train)[len(train)//2]:.1f} s of training')
-    ratio('8 tiny classify runs as a sweep on 2 Dask workers', 'the same sweep on 1 worker', times[1]/times[2], 1.6,
+    ratio(f'{n} tiny classify runs as a sweep on 2 Dask workers', 'the same sweep on 1 worker', times[1]/times[2], 1.6,
           note=f'{times[2]:.1f} s against {times[1]:.1f} s; per-run papermill overhead (kernel start, imports, evaluation cells) '
                f'median {sorted(overhead)[len(overhead)//2]:.1f} s against {sorted(train)[len(train)//2]:.1f} s of training. '
                'Serially each run has both cores (2 threads); on 2 workers one each, and the first run of each worker also '
