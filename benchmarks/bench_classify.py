@@ -81,8 +81,8 @@ def throughput_ratio(root, epochs, model_name, img_size, bs):
               f'full-epoch ratio {med(ep)/tbe:.3f}')
     ratio(f'classify training throughput ({model_name} {img_size}px bs{bs})', 'minimal PyTorch loop, same model, data, fused Adam',
           med(hands['fused Adam'][2])/tb, 0.95, unit='', note=f"fastest of {epochs-1} interleaved epochs; against torch's default "
-          f"Adam (the reference's loop) {med(hands['default Adam'][2])/tb:.3f}; on this shared 2-core machine repeated epochs of "
-          "one loop vary by about 10%, and the Learner with its callbacks costs a fixed ~2 ms per batch (below)")
+          f"Adam (the reference's loop) {med(hands['default Adam'][2])/tb:.3f}; on this shared 2-core machine the same "
+          "loop's epochs vary from one to the next, and the Learner with its callbacks costs a fixed time per batch (measured below)")
     return med(hands['fused Adam'][2])/tb
 
 

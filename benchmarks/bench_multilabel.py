@@ -100,7 +100,7 @@ def throughput_ratio(root, model_name, img_size, bs, dev, epochs):
           f'trainbench {n/tb:.1f} img/s, hand-written loop {n/hw:.1f} img/s: ratio {hw/tb:.3f} (goal >= 0.95)')
     ratio(f'multilabel training throughput ({model_name} {img_size}px bs{bs}, memory model)', 'minimal PyTorch loop, same model, data, AdamW',
           hw/tb, 0.95, unit='', note=f'fastest of {epochs-1} interleaved epochs: {n/tb:.0f} against {n/hw:.0f} img/s'
-               '; on this shared 2-core machine repeated epochs of one loop vary by about 10%, and the Learner with its callbacks costs a fixed ~2 ms per batch (bench_classify)')
+               '; on this shared 2-core machine the same loop's epochs vary from one to the next, and the Learner with its callbacks costs a fixed time per batch (bench_classify measures it)')
     return hw/tb
 
 

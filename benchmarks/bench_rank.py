@@ -38,7 +38,7 @@ def cold_vs_warm(root, out):
           f'warm is {t_cold/t_warm:.1f}x faster  (goal >= 10x)')
     ratio(f'frozen-feature rank run with a warm feature cache ({n} pairs, CLIP ViT-B-32 + ResNet-50 at 224 px)', 'the same run, cold cache',
           t_cold/t_warm, 10, note=f'end to end: {t_cold:.1f} s cold, {t_warm:.1f} s warm; the warm run is mostly fixed cost (model build, 20 epochs, '
-               'evaluation), so the ratio grows with the dataset: 17x at 100 series in an earlier session')
+               'evaluation), so the ratio grows with the dataset (more images to extract cold)')
     shutil.rmtree(cache)
     return warm
 

@@ -62,7 +62,7 @@ def throughput_ratio(root, clip, img_size, bs, epochs):
           f'hand-written loop {n/hw:.1f} img/s; ratio {hw/tb:.3f}  (goal >= 0.95)')
     ratio(f'segment training throughput (CLIPSeg on {clip}, {img_size}px bs{bs})', 'minimal PyTorch loop, same model, loss, optimizer, clipping',
           hw/tb, 0.95, unit='', note=f'fastest of {epochs-1} interleaved epochs: {n/tb:.1f} against {n/hw:.1f} img/s'
-               '; on this shared 2-core machine repeated epochs of one loop vary by about 10%, and the Learner with its callbacks costs a fixed ~2 ms per batch (bench_classify)')
+               '; on this shared 2-core machine the same loop's epochs vary from one to the next, and the Learner with its callbacks costs a fixed time per batch (bench_classify measures it)')
 
 
 def step_times(learn, steps):

@@ -146,15 +146,17 @@ def normalize_batch(x):
 
 _normalize_images = T.Compose(normalize())
 
-# %% ../nbs/04_data.ipynb #a990afe9
+# %% ../nbs/04_data.ipynb #9d11b680
 class BatchAugment:
     "A fastai `after_batch` for training loaders: a uint8 image batch flipped, rotated, colour-jittered per image, then normalised."
     def __init__(self, max_rotate:float=10., max_lighting:float=0.2):
-        from fastai.vision.augment import Brightness, Contrast, Flip, Rotate, Saturation, setup_aug_tfms
+        from fastai.vision.augment import Saturation, aug_transforms
         from fasttransform import Pipeline
-        # setup_aug_tfms merges the affine transforms into one grid sample and the lighting ones into one pass
-        self.tfms = Pipeline(setup_aug_tfms([Flip(p=0.5), Rotate(max_deg=max_rotate, p=1.), Brightness(max_lighting, p=1.),
-                                             Contrast(max_lighting, p=1.), Saturation(max_lighting, p=1.)]), split_idx=0)
+        # fastai's own list, with the reference's settings: every transform applied (the reference's are not random in p),
+        # no zoom or warp, saturation added; aug_transforms merges the affine ones into one grid sample, the lighting ones
+        # into one pass
+        self.tfms = Pipeline(aug_transforms(max_rotate=max_rotate, max_zoom=1., max_warp=0., max_lighting=max_lighting, p_affine=1.,
+                                            p_lighting=1., xtra_tfms=[Saturation(max_lighting, p=1.)]), split_idx=0)
     def __call__(self, b):
         if isinstance(b, (tuple, list)): return type(b)((self(b[0]), *b[1:]))   # (images, targets...): the images
         from fastai.torch_core import TensorImage

@@ -18,7 +18,7 @@ from torchvision.transforms import v2 as T
 log = logging.getLogger('trainbench.data')
 
 # %% auto #0
-__all__ = ['log', 'DecodedImages', 'CachedImageDataset', 'cached_images', 'ImageCache', 'reads_image_cache', 'image_datasets']
+__all__ = ['log', 'DecodedImages', 'CachedImageDataset', 'ImageCache', 'cached_images', 'reads_image_cache', 'image_datasets']
 
 # %% ../nbs/09_imagecache.ipynb #2e22091b
 class DecodedImages(FeatureExtractor):
@@ -30,7 +30,7 @@ class DecodedImages(FeatureExtractor):
     def transform(self): return T.Compose([T.ToImage(), resize(self.settings['img_size'], self.settings['keep_aspect'])])
     def __call__(self, x): return x.flatten(1)   # (B, 3, H, W) uint8 -> (B, 3*H*W)
 
-# %% ../nbs/09_imagecache.ipynb #9dbc8b9f
+# %% ../nbs/09_imagecache.ipynb #fa704af3
 class CachedImageDataset(torch.utils.data.Dataset):
     "Cached images (and targets): `(tfm(image), target)`; `tfm` augments and normalises, the cache already resized."
     def __init__(self, data:np.ndarray, rows:list, shape:tuple, targets:list=None, tfm=None):
@@ -42,31 +42,30 @@ class CachedImageDataset(torch.utils.data.Dataset):
         if self.tfm is not None: x = self.tfm(x)
         return x if self.targets is None else (x, self.targets[i])
 
+class ImageCache:
+    "The decoded images of `files` in the shared cache, as `extractor` makes them (e.g. `DecodedImages`); `dataset` reads any of them."
+    def __init__(self, files:list, extractor:FeatureExtractor, cache_dir='data/cache', num_workers:int=0):
+        files = list(dict.fromkeys(str(f) for f in files))   # each file once, whichever splits name it
+        self.data, rows = cached_rows([Path(f) for f in files], extractor, cache_dir, batch_size=32, num_workers=num_workers)
+        self.row, self.shape = dict(zip(files, rows)), extractor.shape
+    def dataset(self, files:list, targets:list=None, tfm=None)->CachedImageDataset:
+        "The cached images of `files` (each in this cache) as a dataset; `tfm` runs on the uint8 image."
+        return CachedImageDataset(self.data, [self.row[str(f)] for f in files], self.shape, targets, tfm)
+
 def cached_images(files:list, # image files
                   img_size:int, keep_aspect:bool=False,
                   cache_dir='data/cache', num_workers:int=0,
                  )->tuple:
     "(memory-mapped uint8 rows, row of each file, image shape): decoding the files not yet in the cache."
-    ext = DecodedImages(img_size, keep_aspect)
-    data, rows = cached_rows([Path(f) for f in files], ext, cache_dir, batch_size=32, num_workers=num_workers)
-    return data, rows, ext.shape
-
-class ImageCache:
-    "The decoded images of `files` at one working size, in the shared cache; `dataset` reads any of them."
-    def __init__(self, files:list, img_size:int, keep_aspect:bool=False, cache_dir='data/cache', num_workers:int=0):
-        files = list(dict.fromkeys(str(f) for f in files))   # each file once, whichever splits name it
-        self.data, rows, self.shape = cached_images(files, img_size, keep_aspect, cache_dir, num_workers)
-        self.row = dict(zip(files, rows))
-    def dataset(self, files:list, targets:list=None, tfm=None)->CachedImageDataset:
-        "The cached images of `files` (each in this cache) as a dataset; `tfm` runs on the uint8 image."
-        return CachedImageDataset(self.data, [self.row[str(f)] for f in files], self.shape, targets, tfm)
+    c = ImageCache(files, DecodedImages(img_size, keep_aspect), cache_dir, num_workers)
+    return c.data, [c.row[str(f)] for f in files], c.shape
 
 def reads_image_cache(ds)->bool:
     "Whether a dataset's images come from the decoded-image cache (datasets that wrap an image source name it `images`)."
     while ds is not None and not isinstance(ds, CachedImageDataset): ds = getattr(ds, 'images', None)
     return ds is not None
 
-# %% ../nbs/09_imagecache.ipynb #7da70793
+# %% ../nbs/09_imagecache.ipynb #848f8aae
 def image_datasets(splits:dict, # split name -> (files, targets)
                    img_size:int,
                    train:tuple=('train',), # the splits that get the training augmentation
@@ -79,7 +78,7 @@ def image_datasets(splits:dict, # split name -> (files, targets)
         return {s: ImageDataset(fs, ts, train_transforms(img_size) if s in train else eval_transforms(img_size))
                 for s, (fs, ts) in splits.items()}, None, None
     if cache:   # the cached pixels are already resized; training splits augment them per image unless `batch_augment`
-        images = ImageCache([f for fs, _ in splits.values() for f in fs], img_size, cache_dir=cache_dir, num_workers=num_workers)
+        images = ImageCache([f for fs, _ in splits.values() for f in fs], DecodedImages(img_size), cache_dir, num_workers)
         aug = None if batch_augment else train_transforms(img_size, resized=True, normalized=False)
         ds = {s: images.dataset(fs, ts, aug if s in train else None) for s, (fs, ts) in splits.items()}
     else:       # batch_augment from the files: the loader only decodes and resizes

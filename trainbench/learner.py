@@ -212,7 +212,7 @@ class EarlyStopping(EarlyStoppingCallback):
                 log.info(f'Early stopping: no improvement of {self.monitor} in the last {self.wait} epochs')
                 raise
 
-# %% ../nbs/05_learner.ipynb #10977fc6
+# %% ../nbs/05_learner.ipynb #6d27c031
 class TensorBoardLog(Callback):
     "Training loss and LR per batch, and the epoch records, in a TensorBoard log."
     order, run_valid = RunWriter.order + 1, False
@@ -220,7 +220,7 @@ class TensorBoardLog(Callback):
     def before_fit(self):
         from torch.utils.tensorboard import SummaryWriter
         self.writer = SummaryWriter(self.log_dir)
-        self.step0 = (self.learn.run_writer.start_epoch) * len(self.dls.train)
+        self.step0, self.batches = (self.learn.run_writer.start_epoch) * len(self.dls.train), []
     def before_train(self): self.batches = []
     def after_batch(self): self.batches.append((self.step0 + self.train_iter, self.learn.loss.detach(), self.opt.hypers[-1]['lr']))
     def after_train(self):
