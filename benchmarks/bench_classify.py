@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from trainbench.config import load_config
-from trainbench.core import get_task, log_to_console
+from trainbench.core import log_to_console
+from trainbench.task import get_task
 from trainbench.learner import (CPUMixedPrecision, StopTraining, TaskData, build_learner, get_device,
                                 training_callbacks)
 from trainbench.data import make_dataloaders

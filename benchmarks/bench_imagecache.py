@@ -57,7 +57,7 @@ def main():
     files = sorted(root.rglob('*.jpg'))
     t0 = time.perf_counter(); cached_images(files, 64, cache_dir=tmp/'cache'); t_build = time.perf_counter() - t0
     from trainbench.config import load_config
-    from trainbench.core import get_task
+    from trainbench.task import get_task
     loaders = {c: get_task('classify').data(load_config('classify/quick', {**over, 'data.cache_images': c, 'data.num_workers': 0})).dls.train
                for c in (False, True)}
     passes = {}

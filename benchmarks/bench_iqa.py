@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from fastai.callback.core import Callback
 
-from trainbench.core import get_task, log_to_console
+from trainbench.core import log_to_console
+from trainbench.task import get_task
 from trainbench.config import load_config
 from trainbench.iqa_data import CropsDataset, ImageStore, _normalize, grid_positions, load_resized, synth_kadid
 from trainbench.learner import build_learner, get_device, training_callbacks

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from trainbench.config import load_config
-from trainbench.core import get_task, log_to_console
+from trainbench.core import log_to_console
+from trainbench.task import get_task
 from trainbench.learner import CPUMixedPrecision, StopTraining, build_learner, get_device, training_callbacks
 from trainbench.tasks.segment import BCEDiceLoss, SegmentEpochLog
 from report import ratio

@@ -10,7 +10,8 @@ Run: .venv/bin/python benchmarks/bench_sweep.py [--runs 8]
 import tempfile, time
 from pathlib import Path
 
-from trainbench.core import get_task, log_to_console
+from trainbench.core import log_to_console
+from trainbench.task import get_task
 from trainbench.runs import read_summary
 from trainbench.sweep import run_sweep
 from report import ratio

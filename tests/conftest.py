@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from trainbench.cli import main
-from trainbench.core import get_task
+from trainbench.task import get_task
 
 BIN = Path(sys.executable).parent
 # Settings that make a classify run take seconds: small images, two epochs, no TensorBoard.

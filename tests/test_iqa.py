@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import cli, error_line, sets
-from trainbench.core import get_task
+from trainbench.task import get_task
 from trainbench.runs import load_checkpoint
 
 TINY = ['training.epochs=10', 'data.train_patch_num=1', 'data.val_patch_num=4', 'training.save_all_epochs=true',

@@ -8,7 +8,7 @@ import torch
 
 from conftest import cli, error_line, sets
 from trainbench.chestxray import LABELS, read_chestxray, read_list, synth_chestxray
-from trainbench.core import get_task
+from trainbench.task import get_task
 
 # A run in seconds: 32-px films, 2 phase-1 epochs (one frozen), 1 phase-2 epoch, a small bank.
 TINY = ['data.img_size=32', 'data.val_pct=0.2', 'phase1.epochs=2', 'phase1.freeze_epochs=1', 'phase2.epochs=1',

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import cli, error_line, run_cli, sets
-from trainbench.core import get_task
+from trainbench.task import get_task
 from trainbench.learner import train
 from trainbench.pairs import phototriage_image
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from conftest import cli, error_line, sets
-from trainbench.core import get_task
+from trainbench.task import get_task
 from trainbench.learner import TaskData, train
 
 # Tiny settings: 32-px images (a 4 x 4 patch grid on the tiny ViT), a few epochs, a single thread's worth of work.

@@ -12,7 +12,7 @@ TINY = {'data.img_size': 32, 'training.epochs': 1, 'output.tensorboard': False, 
 
 @pytest.fixture(scope='module')
 def tiny_data(tmp_path_factory):
-    from trainbench.core import get_task
+    from trainbench.task import get_task
     return get_task('classify').synth(tmp_path_factory.mktemp('sweepdata')/'shapes', n=6, seed=0, img_size=32)
 
 

@@ -46,7 +46,8 @@ def _predict(a):
                                          for k, v in r.items() if k != 'image' and not k.startswith('prob_')]))
 
 def _synth(a):
-    from trainbench.core import get_task, log_to_console
+    from trainbench.core import log_to_console
+    from trainbench.task import get_task
     log_to_console()
     print(get_task(a.task).synth(a.dest, a.n, a.seed))
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .core import TrainbenchError, atomic_write, get_task, write_text
+from .core import TrainbenchError, atomic_write, write_text
+from .task import get_task
 from .runs import lower_is_better, read_summary
 
 log = logging.getLogger('trainbench.compare')

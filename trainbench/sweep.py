@@ -293,7 +293,7 @@ def run_demo(data_dir='data', # where the synthetic datasets are (or are generat
              workers:int=2)->tuple:
     "Run the demo sweep; returns (SweepResult, table of headline metric against its bar per task)."
     import pandas as pd
-    from trainbench.core import get_task
+    from trainbench.task import get_task
     sw, _ = load_sweep('demo')
     for name, ov in sw.experiments.items():
         task = load_config(ov.get('base', sw.base)).task

@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64, html, io, logging, os, queue, re, tempfile, threading, time, traceback, types, typing
 from pathlib import Path
 
-from .core import ConfigError, TrainbenchError, atomic_write, get_task, read_json   # first: quiets fastai's import-time warning
+from .core import ConfigError, TrainbenchError, atomic_write, read_json   # first: quiets fastai's import-time warning
+from .task import get_task
 from .config import Config, list_templates, load_config, parse_override, save_config, set_dotted
 from .compare import compare_runs, find_runs
 from .learner import StopTraining, _setup, build_learner, train
