@@ -13,12 +13,11 @@ from ..config import Config, DataConfig, ModelConfig, TrainingConfig
 from ..data import check_images, eval_dataloader, make_dataloaders
 from ..iqa_data import IQA_FORMATS, CropsDataset, ImageStore, PatchDataset, read_iqa, resized_cache, synth_kadid
 from ..learner import Task, TaskData
-from ..models import check_model_name, count_params, pretrained_state_dict
+from ..models import count_params, create_backbone
 import numpy as np
 import pandas as pd
 import scipy.stats
 import torch
-import torchvision
 from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders
 from fastai.losses import L1LossFlat
@@ -30,9 +29,9 @@ from torch import nn
 log = logging.getLogger('trainbench.iqa')
 
 # %% auto #0
-__all__ = ['log', 'IqaData', 'IqaModel', 'IqaTraining', 'IqaConfig', 'ResNetStages', 'LDA', 'target_net', 'HyperNet',
-           'part_counts', 'hyperiqa_lrs', 'check_optimizer_params', 'LRSchedule', 'srcc', 'plcc', 'krcc',
-           'eval_images_per_batch', 'Iqa']
+__all__ = ['log', 'IqaData', 'IqaModel', 'IqaTraining', 'IqaConfig', 'LDA', 'target_net', 'HyperNet', 'part_counts',
+           'hyperiqa_lrs', 'check_optimizer_params', 'LRSchedule', 'srcc', 'plcc', 'krcc', 'eval_images_per_batch',
+           'Iqa']
 
 # %% ../../nbs/30_iqa.ipynb #f2e2ab49
 class IqaData(DataConfig):
@@ -86,28 +85,6 @@ class IqaConfig(Config):
         if m.target_in <= 3*m.lda_out: raise ValueError(f'model.target_in: {m.target_in} leaves nothing for layer4 after 3 x lda_out={m.lda_out}')
         return self
 
-# %% ../../nbs/30_iqa.ipynb #4066af89
-class ResNetStages(nn.Module):
-    "The stem and the four stages of a ResNet; `forward` returns the four stage outputs."
-    def __init__(self, name:str='resnet50', width:int=64, pretrained=False):
-        super().__init__()
-        check_model_name(name)
-        if not name.startswith(('resnet', 'wide_resnet', 'resnext')): raise ConfigError(f"model.name: '{name}' is not a torchvision ResNet")
-        if width == 64:
-            m = torchvision.models.get_model(name, weights=None)
-            if pretrained is not False: m.load_state_dict(pretrained_state_dict(name, pretrained))
-        else:
-            if pretrained is not False: raise ConfigError(f'model.width: {width} has no pretrained weights; set model.pretrained=false or model.width=64')
-            import timm
-            m = timm.create_model(name, pretrained=False, channels=tuple(width * 2**i for i in range(4)), stem_width=width)
-        self.stem = nn.Sequential(m.conv1, m.bn1, getattr(m, 'relu', None) or m.act1, m.maxpool)
-        self.layer1, self.layer2, self.layer3, self.layer4 = m.layer1, m.layer2, m.layer3, m.layer4
-        with torch.no_grad(): self.channels = [f.shape[1] for f in self.eval()(torch.zeros(1, 3, 32, 32))]
-    def forward(self, x):                        # x: (B, 3, P, P)
-        x = self.stem(x)
-        f1 = self.layer1(x); f2 = self.layer2(f1); f3 = self.layer3(f2); f4 = self.layer4(f3)
-        return f1, f2, f3, f4                    # ResNet-50 at P=224: 256x56x56, 512x28x28, 1024x14x14, 2048x7x7
-
 # %% ../../nbs/30_iqa.ipynb #9a359b13
 class LDA(nn.Module):
     "1x1 conv to `mid` channels (none when `mid` is 0), average pool to `pool` x `pool`, FC to `out`."
@@ -117,7 +94,7 @@ class LDA(nn.Module):
         self.pool, self.fc = nn.AdaptiveAvgPool2d(pool), nn.Linear((mid or c_in)*pool*pool, out)
     def forward(self, x): return self.fc(self.pool(self.conv(x)).flatten(1))   # (B, C, H, W) -> (B, out)
 
-# %% ../../nbs/30_iqa.ipynb #df29dcf4
+# %% ../../nbs/30_iqa.ipynb #1065807d
 def target_net(v:torch.Tensor, # (B, target_in): the LDA vector of each patch
                weights:list, biases:list, # per layer: (B, out, in) and (B, out)
               )->torch.Tensor: # (B,) quality scores
@@ -127,6 +104,7 @@ def target_net(v:torch.Tensor, # (B, target_in): the LDA vector of each patch
         if i < len(weights) - 1: v = torch.sigmoid(v)
     return v.squeeze(1)
 
+# %% ../../nbs/30_iqa.ipynb #df29dcf4
 class HyperNet(nn.Module):
     """HyperIQA (Su et al., "Blindly Assess Image Quality in the Wild Guided by a Self-Adaptive Hyper Network", CVPR 2020).
     Paper sizes: ResNet-50, lda_out 16, hyper_in 112, target_in 224, target FC 224-112-56-28-14-1, 224-px patches (7x7 map)."""
@@ -134,7 +112,7 @@ class HyperNet(nn.Module):
                  feature_size:int=7, # side of the layer4 map: patch_size / 32
                  backbone:str='resnet50', width:int=64, pretrained=False):
         super().__init__()
-        self.backbone = ResNetStages(backbone, width, pretrained)
+        self.backbone = create_backbone(backbone, pretrained, 'stages', width=None if width == 64 else width)   # -> 4 maps
         c1, c2, c3, c4 = self.backbone.channels
         self.lda = nn.ModuleList([LDA(c1, 16, 8, lda_out), LDA(c2, 32, 4, lda_out), LDA(c3, 64, 2, lda_out), LDA(c4, 0, 1, target_in - 3*lda_out)])
         self.sizes, self.feature_size = [target_in, f1, f2, f3, f4], feature_size

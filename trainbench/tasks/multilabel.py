@@ -16,13 +16,12 @@ from ..config import BatchAugmentData, Config, DataConfig, ModelConfig, Section,
 from ..data import check_images, eval_dataloader, eval_transforms, make_dataloaders, open_image, resolve_batch_augment
 from ..imagecache import image_datasets
 from ..learner import EarlyStopping, ResumeState, RunWriter, Task, TaskData
-from ..models import check_model_name, describe_params, pretrained_state_dict
+from ..models import create_backbone, describe_params
 from ..runs import load_checkpoint, save_checkpoint
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-import torchvision
 from fastai.callback.core import Callback
 from fastai.callback.schedule import ParamScheduler, combined_cos, valley
 from fastai.losses import BCEWithLogitsLossFlat
@@ -31,15 +30,14 @@ from fastcore.basics import chunked
 from fastcore.foundation import L
 from pydantic import AliasChoices, Field, model_validator
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 log = logging.getLogger('trainbench.train')
 
 # %% auto #0
 __all__ = ['log', 'MultilabelData', 'MultilabelModel', 'MemoryConfig', 'Phase1Config', 'Phase2Config', 'MultilabelTraining',
-           'MultilabelConfig', 'MemoryBank', 'PooledFeatures', 'classifier_head', 'MemoryClassifier',
-           'memory_classifier', 'multilabel_splitter', 'AsymmetricLoss', 'phase_loss', 'per_class_auc', 'mean_auc',
-           'auc_table', 'Stage', 'phase1_stages', 'fit_stage', 'CarryState', 'Multilabel']
+           'MultilabelConfig', 'MemoryBank', 'classifier_head', 'MemoryClassifier', 'memory_classifier',
+           'multilabel_splitter', 'AsymmetricLoss', 'phase_loss', 'per_class_auc', 'mean_auc', 'auc_table', 'Stage',
+           'phase1_stages', 'fit_stage', 'CarryState', 'Multilabel']
 
 # %% ../../nbs/51_multilabel.ipynb #266a27e0
 class MultilabelData(DataConfig, BatchAugmentData):
@@ -193,22 +191,6 @@ class MemoryBank(nn.Module):
             return z + r
 
 # %% ../../nbs/51_multilabel.ipynb #a1b892c7
-class PooledFeatures(nn.Module):
-    "A torchvision classifier cut at its pooled features: image (B, 3, H, W) -> z (B, D)."
-    def __init__(self, name:str, pretrained=False):
-        super().__init__()
-        check_model_name(name)
-        kw = {'zero_init_residual': True} if pretrained is False and name.startswith(('resnet', 'resnext', 'wide_resnet')) else {}
-        model = torchvision.models.get_model(name, weights=None, **kw)
-        if pretrained is not False:
-            model.load_state_dict(pretrained_state_dict(name, pretrained))
-            log.info(f'Loaded pretrained weights for {name}')
-        if 'flatten' not in get_graph_node_names(model)[1]:
-            raise ConfigError(f"model.name: {name} has no pooled 'flatten' output; use e.g. efficientnet_v2_s, resnet50 or densenet121")
-        self.net = create_feature_extractor(model, {'flatten': 'z'})
-        with torch.no_grad(): self.dim = self.net.eval()(torch.zeros(1, 3, 64, 64))['z'].shape[1]
-    def forward(self, x): return self.net(x)['z']
-
 def classifier_head(dim:int, n_out:int=len(LABELS), hidden:int=512, dropout:float=0.3)->nn.Sequential:
     "BatchNorm -> Linear(dim, hidden) -> ReLU -> Dropout -> Linear(hidden, n_out)."
     return nn.Sequential(nn.BatchNorm1d(dim), nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, n_out))
@@ -225,7 +207,7 @@ class MemoryClassifier(nn.Module):
 def memory_classifier(cfg)->MemoryClassifier:
     "The model of `cfg`."
     m, mem = cfg.model, cfg.memory
-    backbone = PooledFeatures(m.name, m.pretrained)
+    backbone = create_backbone(m.name, m.pretrained, 'pooled', zero_init_residual=True)   # (B, 3, H, W) -> (B, backbone.dim)
     bank = MemoryBank(backbone.dim, mem.bank_size, mem.top_k, mem.normalize_retrieved, mem.update_strategy,
                       cfg.phase1.memory_momentum, mem.near_duplicate) if mem.use_memory else None
     return MemoryClassifier(backbone, bank, classifier_head(backbone.dim, len(LABELS), m.hidden, m.dropout))

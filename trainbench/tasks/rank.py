@@ -15,26 +15,24 @@ from ..data import (IMAGENET_MEAN, ImageDataset, check_images, eval_dataloader, 
 from ..features import CLIPFeatures, CNNFeatures, IQAFeatures, extract, file_digests
 from ..imagecache import DecodedImages, ImageCache
 from ..learner import Task, TaskData, TorchMetric
-from ..models import describe_params, freeze_layers, pretrained_state_dict
+from ..models import create_backbone, describe_params, freeze_layers
 from ..pairs import filter_pairs, read_pairs, series_favourites, synth_phototriage
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 import torchmetrics
-import torchvision
 from fastai.losses import BCEWithLogitsLossFlat
 from pydantic import Field, model_validator
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.transforms import v2 as T
 
 log = logging.getLogger('trainbench.data')
 
 # %% auto #0
 __all__ = ['log', 'RankData', 'RankModel', 'FeaturesConfig', 'RankTraining', 'RankConfig', 'mlp_scorer', 'PairRanker',
-           'FeatureNorm', 'CNNEmbedding', 'e2e_ranker', 'Pairs', 'pair_transforms', 'feature_extractors',
-           'frozen_features', 'MarginRankingLoss', 'Rank']
+           'FeatureNorm', 'e2e_ranker', 'Pairs', 'pair_transforms', 'feature_extractors', 'frozen_features',
+           'MarginRankingLoss', 'Rank']
 
 # %% ../../nbs/21_rank.ipynb #490e11f6
 class RankData(DataConfig):
@@ -124,24 +122,12 @@ class FeatureNorm(nn.Module):
         return cls(f.mean(0), f.std(0), dims)
 
 # %% ../../nbs/21_rank.ipynb #7e9298d9
-class CNNEmbedding(nn.Module):
-    "A torchvision ResNet or VGG as an image embedding: pooled layer4, or fc7."
-    def __init__(self, backbone:str='resnet50', pretrained=False):
-        super().__init__()
-        if not backbone.startswith(('resnet', 'wide_resnet', 'resnext', 'vgg')):
-            raise ConfigError(f"model.name: '{backbone}' is not a torchvision ResNet or VGG")
-        # From scratch, a ResNet trains better with each residual branch starting at zero (Goyal et al., 2017)
-        kw = {'zero_init_residual': True} if pretrained is False and not backbone.startswith('vgg') else {}
-        model = torchvision.models.get_model(backbone, weights=None, **kw)
-        if pretrained is not False: model.load_state_dict(pretrained_state_dict(backbone, pretrained))
-        self.net = create_feature_extractor(model, {'classifier.4' if backbone.startswith('vgg') else 'flatten': 'f'})
-        with torch.no_grad(): self.dim = self.net.eval()(torch.zeros(1, 3, 64, 64))['f'].shape[1]
-    def forward(self, x): return self.net(x)['f']   # (B, dim)
-
 def e2e_ranker(cfg)->PairRanker:
-    "The end-to-end Siamese ranker of `cfg.model`."
+    "The end-to-end Siamese ranker of `cfg.model`: a ResNet's pooled last stage or VGG's fc7, scored by the MLP."
     m = cfg.model
-    embed = CNNEmbedding(m.name, m.pretrained)
+    if not m.name.startswith(('resnet', 'wide_resnet', 'resnext', 'vgg')):
+        raise ConfigError(f"model.name: '{m.name}' is not a torchvision ResNet or VGG")
+    embed = create_backbone(m.name, m.pretrained, 'pooled', zero_init_residual=True)   # (B, 3, H, W) -> (B, embed.dim)
     freeze_layers(embed, {'none': 0, 'partial': 0.5, 'full': 1}[m.cnn_freeze_mode], modules=[embed])
     return PairRanker(embed, mlp_scorer(embed.dim, m.mlp_hidden_dims, m.dropout))
 

@@ -11,10 +11,9 @@ from typing import List, Literal, Optional
 from ..core import ConfigError, DataError, TrainbenchError, register_task   # first: quiets fastai's import-time warning
 from ..config import Config, DataConfig, ModelConfig, Section, TrainingConfig
 from ..data import eval_dataloader, make_dataloaders, open_image
-from ..features import clip_model_name, create_clip
 from ..imagecache import DecodedImages, ImageCache
 from ..learner import RunWriter, Task, TaskData, fit_schedule
-from ..models import describe_params
+from ..models import clip_model_name, create_clip, describe_params
 from ..runs import link_file, update_summary
 from ..segdata import SegItem, check_masks, load_mask, read_dataset, synth_segment
 import numpy as np
@@ -112,11 +111,10 @@ def resize_pos_embed(visual:nn.Module, img_size:int):
     visual.grid_size, visual.image_size = grid, (img_size, img_size)
 
 def load_clip(model:str, pretrained=None):
-    "(open_clip model, tokenizer) for `model.clip_model` and its weights (None: random)."
+    "(open_clip model, tokenizer) for `model.clip_model` and its weights `model.clip_pretrained` (None: random)."
     import open_clip
-    try: clip, _ = create_clip(model, pretrained)
-    except TrainbenchError as e: raise type(e)(str(e).replace('features.clip_', 'model.clip_')) from None
-    return clip, open_clip.get_tokenizer(clip_model_name(model))
+    clip, _ = create_clip(model, pretrained, key='model.clip')   # errors name segment's keys
+    return clip, open_clip.get_tokenizer(clip_model_name(model, 'model.clip'))
 
 # %% ../../nbs/41_segment.ipynb #88c2fab1
 def trans_conv_head(d:int, patch:int, complex:bool=False)->nn.Module:
