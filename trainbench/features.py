@@ -10,12 +10,10 @@ from pathlib import Path
 
 from .core import ConfigError, TrainbenchError, atomic_write, did_you_mean, read_json, write_json   # first: quiets fastai
 from .data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, eval_transforms, resize
-from .models import pretrained_state_dict
+from .models import clip_model_name, create_backbone, create_clip, seeded, tiny_clip_config
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
-from torchvision.models.feature_extraction import create_feature_extractor
 from fastcore.parallel import parallel
 from torchvision.transforms import v2 as T
 from tqdm.auto import tqdm
@@ -24,8 +22,7 @@ log = logging.getLogger('trainbench.features')
 
 # %% auto #0
 __all__ = ['log', 'CNN_LAYERS', 'file_digest', 'file_digests', 'settings_key', 'FeatureExtractor', 'IQAFeatures', 'CNNFeatures',
-           'tiny_clip_config', 'clip_model_name', 'create_clip', 'CLIPFeatures', 'FeatureCache', 'cached_rows',
-           'extract']
+           'CLIPFeatures', 'FeatureCache', 'cached_rows', 'extract']
 
 # %% ../nbs/08_features.ipynb #d8ac3e8e
 def file_digest(path)->str:
@@ -64,18 +61,13 @@ class FeatureExtractor:
         shown = {k: v for k, v in self.settings.items() if k not in ('kind', 'version') and not isinstance(v, dict)}
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in shown.items())})"
 
+# %% ../nbs/08_features.ipynb #3f2512ec
 def _weights_id(pretrained)->str:
     "What the weights are, for the cache key: 'random', an open_clip/torchvision tag, or a file's digest."
     if pretrained in (None, False): return 'random'
     if pretrained is True: return 'imagenet'
     p = Path(pretrained)
     return f'file:{file_digest(p)}' if p.is_file() else str(pretrained)
-
-@contextmanager
-def _seeded(seed=0):
-    "Random weights from a fixed seed, without disturbing the global RNG."
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed); yield
 
 # %% ../nbs/08_features.ipynb #60171ca6
 class IQAFeatures(FeatureExtractor):
@@ -107,52 +99,16 @@ class CNNFeatures(FeatureExtractor):
         if is_vgg and layer != 'fc7' or not is_vgg and layer == 'fc7' or layer not in CNN_LAYERS:
             raise ConfigError(f"features.cnn_layer: '{layer}' does not fit {backbone}; use layer1 to layer4 for a ResNet, fc7 for VGG")
         super().__init__(precision, backbone=backbone, layer=layer, weights=_weights_id(pretrained), img_size=img_size, keep_aspect=keep_aspect)
-        with _seeded(): model = torchvision.models.get_model(backbone, weights=None)
-        if pretrained not in (None, False): model.load_state_dict(pretrained_state_dict(backbone, pretrained))
-        node = 'classifier.4' if is_vgg else layer   # fc7 is VGG's second fully connected layer, after its ReLU
-        self.net = create_feature_extractor(model, {node: "f"}).eval()
-        with torch.inference_mode(): self.dim = self(torch.zeros(1, 3, 64, 64)).shape[1]
+        # fc7 is VGG's pooled embedding in the factory's registry; random weights come from a fixed seed, so they are cacheable
+        with seeded(): self.net = create_backbone(backbone, pretrained or False, out='pooled' if is_vgg else layer).eval()
+        self.dim = self.net.dim
     def transform(self): return eval_transforms(self.settings['img_size'], self.settings['keep_aspect'])
     def to(self, device): self.net.to(device); return self
     def __call__(self, x):
-        f = self.net(x)['f']
+        f = self.net(x)
         return f.mean((2, 3)) if f.ndim == 4 else f          # global average pool the conv maps
 
 # %% ../nbs/08_features.ipynb #0207cbe9
-def tiny_clip_config()->Path:
-    "The bundled open_clip config of a tiny ViT, 'tiny-vit' (64 px, 2 layers, 64-d embedding), for tests and quick runs."
-    from importlib import resources
-    return Path(resources.files('trainbench'))/'configs'/'open_clip'/'tiny-vit.json'
-
-def clip_model_name(model:str)->str:
-    "The open_clip name of `model`: a name (trainbench's bundled configs included) or a model-config JSON path."
-    import open_clip
-    open_clip.add_model_config(tiny_clip_config().parent)   # the configs trainbench ships, e.g. 'tiny-vit'
-    p = Path(model)
-    if p.suffix == '.json':
-        if not p.is_file(): raise ConfigError(f'features.clip_model: model config {p} does not exist')
-        open_clip.add_model_config(p)
-        return p.stem
-    if model not in open_clip.list_models():
-        raise ConfigError(f"features.clip_model: unknown open_clip model '{model}'{did_you_mean(model, open_clip.list_models())}")
-    return model
-
-def create_clip(model:str, pretrained=None):
-    "An open_clip model (eval mode) and its preprocessing transform."
-    import open_clip
-    name = clip_model_name(model)
-    if pretrained and Path(pretrained).suffix in ('.pt', '.pth', '.bin', '.safetensors') and not Path(pretrained).is_file():
-        raise ConfigError(f'features.clip_pretrained: checkpoint {pretrained} does not exist')
-    try:
-        with _seeded(): m, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained or None)
-    except Exception as e:
-        if not pretrained: raise
-        raise TrainbenchError(
-            f"features.clip_pretrained: weights '{pretrained}' for {name} are not in the open_clip cache and could not be "
-            f"downloaded ({type(e).__name__}). Put them in the Hugging Face cache (~/.cache/huggingface/hub, or "
-            f"HF_HOME), or set features.clip_pretrained to a local checkpoint file") from None
-    return m.eval(), preprocess
-
 class CLIPFeatures(FeatureExtractor):
     "The image embedding of an open_clip model."
     kind = 'clip'
@@ -255,6 +211,7 @@ def cached_rows(files:list, # image files
     if not keys: return np.zeros((0, extractor.dim), extractor.dtype), []
     return cached, [index[k] for k in keys]
 
+# %% ../nbs/08_features.ipynb #baec79fe
 def extract(files:list, extractor:FeatureExtractor, cache_dir=None, batch_size:int=None, num_workers:int=0, device=None,
             keys:list=None)->np.ndarray:
     "Features of `files` (one row each, in memory), from the cache where present; the rest are extracted and cached."
