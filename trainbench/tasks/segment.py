@@ -10,13 +10,13 @@ from typing import List, Literal, Optional
 
 from ..core import ConfigError, DataError, TrainbenchError, register_task   # first: quiets fastai's import-time warning
 from ..config import Config, DataConfig, ModelConfig, Section, TrainingConfig
-from ..data import eval_dataloader, make_dataloaders, open_image
+from ..data import eval_dataloader, make_dataloaders, open_image, subsample
 from ..features import clip_model_name, create_clip
 from ..imagecache import DecodedImages, ImageCache
 from ..learner import RunWriter, Task, TaskData, fit_schedule
 from ..models import describe_params
 from ..runs import link_file, update_summary
-from ..segdata import SegItem, check_masks, load_mask, read_dataset, synth_segment
+from ..readers.segment import SegItem, check_masks, load_mask, read_dataset, synth_segment
 import numpy as np
 import pandas as pd
 import torch
@@ -345,9 +345,8 @@ class Segment(Task):
         for ds in d.datasets:
             parts = read_dataset(Path(d.root_dir)/(ds.path or ds.name), ds.name, ds.format, d.val_split, d.test_split, cfg.seed)
             if d.quick_experiment:
-                rng = np.random.default_rng(cfg.seed)
-                parts = {s: [v[i] for i in sorted(rng.choice(len(v), max(1, round(len(v)*d.quick_experiment)), replace=False))]
-                         for s, v in parts.items()}
+                rng = np.random.default_rng(cfg.seed)   # one stream over the dataset's splits
+                parts = {s: [v[i] for i in subsample([str(it.image) for it in v], d.quick_experiment, rng)] for s, v in parts.items()}
             check_masks([it for v in parts.values() for it in v], ds.name)
             log.info(f"{ds.name}: " + ', '.join(f'{s} {len(v)}' for s, v in parts.items()) + f" images; prompts: {', '.join(ds.prompts)}")
             for s, v in parts.items(): splits[s] += v
