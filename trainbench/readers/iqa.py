@@ -60,7 +60,7 @@ def split_by_reference(t:pd.DataFrame, # a table with a `ref` column
 def check_references(splits:dict, # split name -> table
                     ):
     "`check_disjoint` on the reference images, naming an image's 'file:line'."
-    check_disjoint({s: t.ref for s, t in splits.items()}, 'reference image', {s: t.where for s, t in splits.items()})
+    check_disjoint({s: t.ref for s, t in splits.items()}, 'reference image', {s: t['where'] for s, t in splits.items()})
 
 # %% ../../nbs/13_read_iqa.ipynb #c7bfef3a
 KONIQ_CSV, KONIQ_SETS, KADID_CSV = 'koniq10k_scores_and_distributions.csv', 'koniq10k_distributions_sets.csv', 'dmos.csv'
