@@ -24,7 +24,7 @@ from fastai.callback.core import Callback
 from trainbench.core import log_to_console
 from trainbench.task import get_task
 from trainbench.config import load_config
-from trainbench.iqa_data import CropsDataset, ImageStore, _normalize, grid_positions, load_resized, synth_kadid
+from trainbench.readers.iqa import CropsDataset, ImageStore, _normalize, grid_positions, load_resized, synth_kadid
 from trainbench.learner import build_learner, get_device, training_callbacks
 from trainbench.tasks.iqa import LRSchedule, eval_images_per_batch, srcc
 from report import ratio

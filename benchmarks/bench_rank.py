@@ -20,7 +20,7 @@ from trainbench.core import log_to_console
 from trainbench.data import open_image
 from trainbench.features import CLIPFeatures, CNNFeatures, extract
 from trainbench.learner import train
-from trainbench.pairs import synth_phototriage
+from trainbench.readers.pairs import synth_phototriage
 from report import ratio
 
 OVERRIDES = {'features.clip_model': 'ViT-B-32', 'features.clip_pretrained': None, 'features.cnn_backbone': 'resnet50',
@@ -46,7 +46,7 @@ def cold_vs_warm(root, out):
 def head_epoch_vs_backbone_pass(run):
     "Seconds of one head-only training epoch against one pass of the frozen backbones over the epoch's images."
     import re
-    from trainbench.pairs import filter_pairs, read_pairs
+    from trainbench.readers.pairs import filter_pairs, read_pairs
     c = run.config
     train_pairs = filter_pairs(read_pairs(c.data.root_dir, val_split=c.data.val_split, test_split=c.data.test_split, seed=c.seed)['train'],
                                c.data.min_agreement, c.data.min_reviewers)

@@ -9,7 +9,7 @@ Run: .venv/bin/python benchmarks/bench_rank_memory.py [--series 2000] [--size 64
 import argparse, resource, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
-from trainbench.pairs import synth_phototriage
+from trainbench.readers.pairs import synth_phototriage
 from report import ratio
 
 RUN = """

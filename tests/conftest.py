@@ -58,5 +58,5 @@ def error_line(stderr):
 @pytest.fixture(scope='session')
 def phototriage(tmp_path_factory):
     "A small synthetic PhotoTriage release: 40 series of 4 photos."
-    from trainbench.pairs import synth_phototriage
+    from trainbench.readers.pairs import synth_phototriage
     return synth_phototriage(tmp_path_factory.mktemp('data')/'pt', n_series=40, photos=4, seed=0)

@@ -143,7 +143,7 @@ def test_json_lists(kadid):
 
 
 def test_koniq_official_split_and_resize(tmp_path):
-    from trainbench.iqa_data import KONIQ_CSV, KONIQ_SETS
+    from trainbench.readers.iqa import KONIQ_CSV, KONIQ_SETS
     (tmp_path/'1024x768').mkdir()
     names = [f'{i}.jpg' for i in range(8)]
     for i, n in enumerate(names): Image.new('RGB', (1024, 768), (30*i, 0, 0)).save(tmp_path/'1024x768'/n)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import cli, error_line, sets
-from trainbench.chestxray import LABELS, read_chestxray, read_list, synth_chestxray
+from trainbench.readers.chestxray import LABELS, read_chestxray, read_list, synth_chestxray
 from trainbench.task import get_task
 
 # A run in seconds: 32-px films, 2 phase-1 epochs (one frozen), 1 phase-2 epoch, a small bank.

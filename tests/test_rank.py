@@ -9,7 +9,7 @@ from PIL import Image
 from conftest import cli, error_line, run_cli, sets
 from trainbench.task import get_task
 from trainbench.learner import train
-from trainbench.pairs import phototriage_image
+from trainbench.readers.pairs import phototriage_image
 
 FAST = ['training.epochs=3', 'output.tensorboard=false']
 
@@ -81,7 +81,7 @@ def test_splits_are_by_series(phototriage):
 
 def test_pairs_csv_with_reviewer_counts(phototriage, tmp_path):
     "The same pairs as a CSV: relative paths, agreement and label, reviewer counts and fixed splits."
-    from trainbench.pairs import read_pairs
+    from trainbench.readers.pairs import read_pairs
     rows = []
     for split, df in read_pairs(phototriage, val_split=0.2, test_split=0.2, seed=0).items():
         for r in df.itertuples():
@@ -110,7 +110,7 @@ def test_margin_loss_and_export(phototriage, tmp_path):
 
 def test_e2e_resnet50_learns_at_a_tiny_size(tmp_path):
     "rank/e2e_resnet50 from scratch on 48-px photos: images through the CNN every batch, and it learns."
-    from trainbench.pairs import synth_phototriage
+    from trainbench.readers.pairs import synth_phototriage
     root = synth_phototriage(tmp_path/'pt48', n_series=160, photos=4, seed=0, size=48)
     res = run_cli('train', 'rank/e2e_resnet50', *sets(f'data.root_dir={root}', 'model.pretrained=false', 'data.img_size=48',
                                                       'training.lr=1e-3', 'training.epochs=10', 'output.tensorboard=false'),

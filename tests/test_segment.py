@@ -127,7 +127,7 @@ def test_formats_negatives_and_aligned_augmentation(walls):
         img, p, mask = ds[i]
         assert mask.sum() == 0 and data.info['prompts'][p] != {'cracks_coco': 'segment crack', 'taping': 'segment taping area'}[ds.items[i].dataset]
     ds.negative_prob = 0
-    from trainbench.segdata import load_mask
+    from trainbench.readers.segment import load_mask
     for i in range(6):   # the darkest pixels (crack) or brightest (tape) of the augmented image lie inside its augmented mask
         img, p, mask = ds[i]
         g = img.mean(0)
@@ -165,7 +165,7 @@ def test_non_binary_mask_is_thresholded_with_a_warning(walls, tmp_path):
     code, _, err = _train_cli(tmp_path, ONLY_CRACKS)
     assert code == 0, err
     assert f'cracks: 1 mask(s) are not binary (e.g. {lab}); thresholded at 127' in err
-    from trainbench.segdata import SegItem, load_mask
+    from trainbench.readers.segment import SegItem, load_mask
     assert (load_mask(SegItem(None, 'cracks', mask=lab)) == (m > 0)).all()
 
 

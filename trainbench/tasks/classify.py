@@ -11,8 +11,8 @@ from typing import List, Optional
 
 from ..core import ConfigError, DataError   # first: it quiets fastai's import-time warning
 from ..config import BatchAugmentData, Config, DataConfig, ModelConfig
-from ..data import (check_images, eval_dataloader, eval_transforms, make_dataloaders, open_image, resolve_batch_augment,
-                             stratified_split, subsample)
+from ..data import check_images, eval_dataloader, eval_transforms, make_dataloaders, open_image, resolve_batch_augment
+from ..readers.imagefolder import carve_val, read_image_folder, subsample_split
 from ..imagecache import image_datasets
 from ..learner import TorchMetric
 from ..runs import results_title
@@ -24,16 +24,14 @@ import pandas as pd
 import torch
 import torchmetrics
 from fastcore.basics import chunked
-from fastai.data.transforms import get_image_files
 from fastai.losses import CrossEntropyLossFlat
 from PIL import Image, ImageDraw
 from pydantic import Field
 
-log = logging.getLogger('trainbench.data')
+log = logging.getLogger('trainbench.tasks.classify.data')   # its own name; the last part is the reference's [data] prefix
 
 # %% auto #0
-__all__ = ['log', 'SHAPES', 'ClassifyData', 'ClassifyModel', 'ClassifyConfig', 'class_folders', 'read_image_folder', 'Classify',
-           'shape_image', 'synth_shapes']
+__all__ = ['log', 'SHAPES', 'ClassifyData', 'ClassifyModel', 'ClassifyConfig', 'Classify', 'shape_image', 'synth_shapes']
 
 # %% ../../nbs/10_classify.ipynb #4554ab68
 class ClassifyData(DataConfig, BatchAugmentData):
@@ -48,39 +46,6 @@ class ClassifyConfig(Config):
     task: str = Field('classify', pattern='^classify$')
     data: ClassifyData = Field(default_factory=ClassifyData)
     model: ClassifyModel = Field(default_factory=ClassifyModel)
-
-# %% ../../nbs/10_classify.ipynb #6acca604
-def class_folders(split_dir:Path)->dict:
-    "Class name -> image files of an ImageFolder split; an empty class folder is an error."
-    out = {}
-    for d in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith('.')):
-        files = sorted(get_image_files(d))
-        if not files: raise DataError(f'{d}: empty class folder (no images)')
-        out[d.name] = files
-    if not out: raise DataError(f'{split_dir}: no class folders; expected {split_dir}/<class>/<image>')
-    return out
-
-def read_image_folder(root, # dataset root with train/, and optionally val/ and test/
-                      classes:list=None, # restrict to (and order by) these classes
-                     )->tuple:
-    "(classes, {split: (files, targets)}) of an ImageFolder dataset, with its layout checked."
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f'data.root_dir: {root} does not exist (`trainbench synth classify {root}` writes a synthetic dataset there)')
-    if not (root/'train').is_dir():
-        raise DataError(f'{root}: no train/ folder; expected the ImageFolder layout {root}/train/<class>/<image>')
-    folders = {s: class_folders(root/s) for s in ('train', 'val', 'test') if (root/s).is_dir()}
-    found = list(folders['train'])
-    for c in classes or []:
-        if c not in found: raise ConfigError(f"data.classes: '{c}' has no folder in {root/'train'} (found: {', '.join(found)})")
-    classes = list(classes or found)
-    splits = {}
-    for s, fs in folders.items():
-        for c in fs:
-            if c not in found: raise DataError(f"{root/s/c}: class '{c}' is in {s}/ but not in train/")
-        items = [(f, i) for i, c in enumerate(classes) for f in fs.get(c, [])]
-        splits[s] = ([f for f, _ in items], [t for _, t in items])
-    return classes, splits
 
 # %% ../../nbs/10_classify.ipynb #72047c26
 @register_task
@@ -99,14 +64,8 @@ class Classify(Task):
         splits = {s: self._checked(*fs, d.on_corrupt) for s, fs in splits.items()}
         if 'val' not in splits:
             if d.val_split == 0: raise ConfigError(f'data.val_split: is 0 and {d.root_dir} has no val/ folder')
-            files, targets = splits['train']
-            tr, va = stratified_split(targets, d.val_split, cfg.seed)
-            splits['train'] = ([files[i] for i in tr], [targets[i] for i in tr])
-            splits['val'] = ([files[i] for i in va], [targets[i] for i in va])
-        if d.quick_experiment:
-            for s, (files, targets) in splits.items():
-                keep = subsample(targets, d.quick_experiment, cfg.seed)
-                splits[s] = ([files[i] for i in keep], [targets[i] for i in keep])
+            splits['train'], splits['val'] = carve_val(splits['train'], d.val_split, cfg.seed)
+        if d.quick_experiment: splits = {s: subsample_split(fs, d.quick_experiment, cfg.seed) for s, fs in splits.items()}
         log.info(f'Found {len(classes)} classes: {classes}')
         log.info(', '.join(f'{n} samples: {len(splits[s][0])}' for s, n in
                            (('train', 'Training'), ('val', 'Validation'), ('test', 'Test')) if s in splits))

@@ -11,8 +11,8 @@ from typing import List, Literal, Optional, Tuple, Union
 
 from ..core import ConfigError, TrainbenchError   # first: quiets fastai's import-time warning
 from ..config import Config, DataConfig, ModelConfig, TrainingConfig
-from ..data import check_images, eval_dataloader, make_dataloaders
-from ..iqa_data import IQA_FORMATS, CropsDataset, ImageStore, PatchDataset, read_iqa, resized_cache, synth_kadid
+from ..data import check_images, eval_dataloader, make_dataloaders, subsample
+from ..readers.iqa import IQA_FORMATS, CropsDataset, ImageStore, PatchDataset, read_iqa, resized_cache, synth_kadid
 from ..learner import run_epoch
 from ..runs import results_title
 from ..task import Stage, Task, TaskData, register_task
@@ -182,12 +182,6 @@ def plcc(pred, target)->float: "Pearson's linear correlation."; return _corr(sci
 def krcc(pred, target)->float: "Kendall's rank correlation."  ; return _corr(scipy.stats.kendalltau, pred, target)
 
 # %% ../../nbs/30_iqa.ipynb #421ad0ed
-def _subsample(t:pd.DataFrame, fraction:float, seed:int)->pd.DataFrame:
-    "A seeded `fraction` of the groups (reference images) of a split, at least one."
-    refs = t.ref.unique()
-    keep = set(np.random.default_rng(seed).choice(refs, max(1, round(len(refs)*fraction)), replace=False))
-    return t[t.ref.isin(keep)].reset_index(drop=True)
-
 def _preload(d, files:list)->bool:
     "Whether to keep the decoded images in memory: as configured, or when they take less than 4 GB."
     if d.preload is not None: return d.preload
@@ -213,7 +207,7 @@ class Iqa(Task):
     def data(self, cfg, device=None)->TaskData:
         d = cfg.data
         tables = read_iqa(d.root_dir, d.format, d.label_column, d.train_json, d.test_json, d.val_split, d.test_split, cfg.seed)
-        if d.quick_experiment: tables = {s: _subsample(t, d.quick_experiment, cfg.seed) for s, t in tables.items()}
+        if d.quick_experiment: tables = {s: t.iloc[subsample(t.ref, d.quick_experiment, cfg.seed)].reset_index(drop=True) for s, t in tables.items()}
         good = set(check_images(sorted({f for t in tables.values() for f in t.image}), d.on_corrupt))
         tables = {s: t[t.image.isin(good)].reset_index(drop=True) for s, t in tables.items()}
         log.info(', '.join(f'{s}: {len(t)} images' + (f' of {t.ref.nunique()} references' if t.ref.nunique() < len(t) else '')

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Literal, Union
 
 from ..core import ConfigError, DataError   # first: quiets fastai's import-time warning
-from ..chestxray import LABELS, read_chestxray, synth_chestxray, targets
+from ..readers.chestxray import LABELS, read_chestxray, synth_chestxray, targets
 from ..config import BatchAugmentData, Config, DataConfig, ModelConfig, Section, TrainingConfig
-from ..data import check_images, eval_dataloader, eval_transforms, make_dataloaders, open_image, resolve_batch_augment
+from ..data import check_images, eval_dataloader, eval_transforms, make_dataloaders, open_image, resolve_batch_augment, subsample
 from ..imagecache import image_datasets
 from ..models import create_backbone, describe_params
 from ..runs import results_title
@@ -279,11 +279,7 @@ class Multilabel(Task):
         d, p1, p2 = cfg.data, cfg.phase1, cfg.phase2
         splits = read_chestxray(d.root_dir, d.val_split, cfg.seed)
         if d.quick_experiment:
-            rng = np.random.default_rng(cfg.seed)
-            for s, df in splits.items():
-                ids = df.patient.unique()
-                keep = set(rng.choice(ids, max(1, round(len(ids)*d.quick_experiment)), replace=False)) if len(ids) else set()
-                splits[s] = df[df.patient.isin(keep)].reset_index(drop=True)
+            splits = {s: df.iloc[subsample(df.patient, d.quick_experiment, cfg.seed)].reset_index(drop=True) for s, df in splits.items()}
         good = set(check_images([p for df in splits.values() for p in df.path], d.on_corrupt))
         splits = {s: df[df.path.isin(good)].reset_index(drop=True) for s, df in splits.items()}
         if not len(splits['val']): raise ConfigError(f'data.val_pct: {d.val_split} leaves no validation images in {d.root_dir}')

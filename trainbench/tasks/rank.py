@@ -12,14 +12,14 @@ from typing import List, Literal, Optional, Union
 from ..core import ConfigError   # first: quiets fastai's import-time warning
 from ..config import Config, DataConfig, ModelConfig, Section, TrainingConfig
 from ..data import (IMAGENET_MEAN, ImageDataset, check_images, eval_dataloader, make_dataloaders, normalize, normalize_batch,
-                             open_image, resize)
+                             open_image, resize, subsample)
 from ..features import CLIPFeatures, CNNFeatures, IQAFeatures, extract, file_digests
 from ..imagecache import DecodedImages, ImageCache
 from ..learner import TorchMetric
 from ..runs import results_title, thumbnail
 from ..task import Task, TaskData, register_task
 from ..models import create_backbone, describe_params, freeze_layers
-from ..pairs import filter_pairs, read_pairs, series_favourites, synth_phototriage
+from ..readers.pairs import filter_pairs, read_pairs, series_favourites, synth_phototriage
 import numpy as np
 import pandas as pd
 import torch
@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 from torch import nn
 from torchvision.transforms import v2 as T
 
-log = logging.getLogger('trainbench.data')
+log = logging.getLogger('trainbench.tasks.rank')
 
 # %% auto #0
 __all__ = ['log', 'RankData', 'RankModel', 'FeaturesConfig', 'RankTraining', 'RankConfig', 'mlp_scorer', 'PairRanker',
@@ -185,10 +185,7 @@ class Rank(Task):
         d = cfg.data
         raw = read_pairs(d.root_dir, d.pairs_csv, d.val_split, d.test_split, cfg.seed)
         if d.quick_experiment:
-            for s, df in raw.items():
-                ids = sorted(df.series.unique())
-                keep = set(np.random.default_rng(cfg.seed).choice(ids, max(1, round(len(ids)*d.quick_experiment)), replace=False))
-                raw[s] = df[df.series.isin(keep)].reset_index(drop=True)
+            raw = {s: df.iloc[subsample(df.series, d.quick_experiment, cfg.seed)].reset_index(drop=True) for s, df in raw.items()}
         images = sorted(set(pd.concat([pd.concat([df.image1, df.image2]) for df in raw.values()])))
         good = set(check_images(images, d.on_corrupt))
         raw = {s: df[df.image1.isin(good) & df.image2.isin(good)].reset_index(drop=True) for s, df in raw.items()}

@@ -12,12 +12,12 @@ from typing import List, Literal, Optional
 
 from ..core import ConfigError, DataError, TrainbenchError   # first: quiets fastai's import-time warning
 from ..config import Config, DataConfig, ModelConfig, Section, TrainingConfig
-from ..data import eval_dataloader, make_dataloaders, open_image
+from ..data import eval_dataloader, make_dataloaders, open_image, subsample
 from ..imagecache import DecodedImages, ImageCache
 from ..runs import results_title, thumbnail
 from ..task import Task, TaskData, register_task
 from ..models import clip_model_name, create_clip, describe_params
-from ..segdata import SegItem, check_masks, load_mask, read_dataset, synth_segment
+from ..readers.segment import SegItem, check_masks, load_mask, read_dataset, synth_segment
 import numpy as np
 import pandas as pd
 import torch
@@ -331,9 +331,8 @@ class Segment(Task):
         for ds in d.datasets:
             parts = read_dataset(Path(d.root_dir)/(ds.path or ds.name), ds.name, ds.format, d.val_split, d.test_split, cfg.seed)
             if d.quick_experiment:
-                rng = np.random.default_rng(cfg.seed)
-                parts = {s: [v[i] for i in sorted(rng.choice(len(v), max(1, round(len(v)*d.quick_experiment)), replace=False))]
-                         for s, v in parts.items()}
+                rng = np.random.default_rng(cfg.seed)   # one stream over the dataset's splits
+                parts = {s: [v[i] for i in subsample([str(it.image) for it in v], d.quick_experiment, rng)] for s, v in parts.items()}
             check_masks([it for v in parts.values() for it in v], ds.name)
             log.info(f"{ds.name}: " + ', '.join(f'{s} {len(v)}' for s, v in parts.items()) + f" images; prompts: {', '.join(ds.prompts)}")
             for s, v in parts.items(): splits[s] += v
