@@ -76,7 +76,7 @@ def throughput_ratio(root, model_name, img_size, bs, dev, epochs):
     cfg = load_config('multilabel/quick', over)
     task = get_task('multilabel')
     data = task.data(cfg, dev)
-    dls = data.dls.multilabel.phases[2]
+    dls = data.extra['phases'][2]
     data.dls = dls
     n = len(dls.train.dataset)
     torch.manual_seed(0)
@@ -101,7 +101,7 @@ def throughput_ratio(root, model_name, img_size, bs, dev, epochs):
           f'trainbench {n/tb:.1f} img/s, hand-written loop {n/hw:.1f} img/s: ratio {hw/tb:.3f} (goal >= 0.95)')
     ratio(f'multilabel training throughput ({model_name} {img_size}px bs{bs}, memory model)', 'minimal PyTorch loop, same model, data, AdamW',
           hw/tb, 0.95, unit='', note=f'fastest of {epochs-1} interleaved epochs: {n/tb:.0f} against {n/hw:.0f} img/s'
-               '; on this shared 2-core machine the same loop's epochs vary from one to the next, and the Learner with its callbacks costs a fixed time per batch (bench_classify measures it)')
+               '; on this shared 2-core machine the same loop\'s epochs vary from one to the next, and the Learner with its callbacks costs a fixed time per batch (bench_classify measures it)')
     return hw/tb
 
 

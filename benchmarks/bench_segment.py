@@ -20,7 +20,7 @@ from trainbench.config import load_config
 from trainbench.core import log_to_console
 from trainbench.task import get_task
 from trainbench.learner import CPUMixedPrecision, StopTraining, build_learner, get_device, training_callbacks
-from trainbench.tasks.segment import BCEDiceLoss, SegmentEpochLog
+from trainbench.tasks.segment import BCEDiceLoss
 from report import ratio
 from timers import PhaseTimer, StepTimer
 
@@ -49,7 +49,7 @@ def throughput_ratio(root, clip, img_size, bs, epochs):
     dl = torch.utils.data.DataLoader(data.dls.train.dataset, batch_size=bs, shuffle=True, drop_last=data.dls.train.drop_last)
     hand = []
     for _ in range(epochs):   # interleaved
-        learn.fit(1, cfg.training.lr, cbs=training_callbacks(task, cfg, run_dir, data.info) + [SegmentEpochLog(2, 10), timer])
+        learn.fit(1, cfg.training.lr, cbs=training_callbacks(task, cfg, run_dir, data.info) + [timer])
         t0 = time.perf_counter()
         model.train()
         for x, p, y in dl:
@@ -63,7 +63,7 @@ def throughput_ratio(root, clip, img_size, bs, epochs):
           f'hand-written loop {n/hw:.1f} img/s; ratio {hw/tb:.3f}  (goal >= 0.95)')
     ratio(f'segment training throughput (CLIPSeg on {clip}, {img_size}px bs{bs})', 'minimal PyTorch loop, same model, loss, optimizer, clipping',
           hw/tb, 0.95, unit='', note=f'fastest of {epochs-1} interleaved epochs: {n/tb:.1f} against {n/hw:.1f} img/s'
-               '; on this shared 2-core machine the same loop's epochs vary from one to the next, and the Learner with its callbacks costs a fixed time per batch (bench_classify measures it)')
+               '; on this shared 2-core machine the same loop\'s epochs vary from one to the next, and the Learner with its callbacks costs a fixed time per batch (bench_classify measures it)')
 
 
 def step_times(learn, steps):

@@ -81,8 +81,9 @@ def test_freezing_freezes_and_groups_get_their_lrs():
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
     from trainbench.learner import build_learner
-    from trainbench.tasks.multilabel import MultilabelConfig, Stage, fit_stage, phase1_stages
-    from trainbench.learner import TaskData
+    from trainbench.learner import fit_stage, start_stage
+    from trainbench.task import Stage, TaskData
+    from trainbench.tasks.multilabel import MultilabelConfig, phase_stages
     task = get_task('multilabel')
     cfg = MultilabelConfig(model={'name': 'resnet18', 'pretrained': False}, memory={'bank_size': 8},
                            training={'mixed_precision': 'no'}, output={'tensorboard': False})
@@ -94,15 +95,17 @@ def test_freezing_freezes_and_groups_get_their_lrs():
         def before_fit(self): self.lrs = []
         def after_batch(self): self.lrs.append([h['lr'] for h in self.opt.hypers])
     rec = LRs()
-    learn.freeze()
+    frozen = phase_stages(cfg.phase1.model_copy(update={'freeze_epochs': 1, 'epochs': 1}), 'phase1', None, 'Phase 1', 1e-2)[0]
+    start_stage(learn, frozen)                                                  # the pipeline's freeze, as in a run
     before = {k: p.detach().clone() for k, p in learn.model.named_parameters()}
-    with learn.no_logging(), learn.no_bar(): fit_stage(learn, phase1_stages(cfg.phase1.model_copy(update={'freeze_epochs': 1, 'epochs': 1}), 1e-2)[0], [rec])
+    with learn.no_logging(), learn.no_bar(): fit_stage(learn, frozen, [rec])
     moved = {k for k, p in learn.model.named_parameters() if not torch.equal(before[k], p)}
     assert not {k for k in moved if k.startswith('backbone.')}, 'frozen backbone parameters changed'
     assert any(k.startswith('backbone.') and 'bn' in k for k in before)           # batch-norm weights were among them
     assert {k for k in before if k.startswith('head.')} <= moved
-    learn.unfreeze()
-    with learn.no_logging(), learn.no_bar(): fit_stage(learn, Stage(2, 1, False, slice(2e-5, 8e-5)), [rec])
+    phase2 = Stage(1, slice(2e-5, 8e-5), phase='phase2', frozen=False)
+    start_stage(learn, phase2)
+    with learn.no_logging(), learn.no_bar(): fit_stage(learn, phase2, [rec])
     lrs = torch.tensor(rec.lrs, dtype=torch.float64)                           # (batches, groups): one-cycle, scaled per group
     assert torch.allclose(lrs[:, 1]/lrs[:, 0], torch.full((len(lrs),), 4., dtype=torch.float64))   # 8e-5 / 2e-5 at every step
     assert lrs[:, 1].max() <= 8e-5 + 1e-12
@@ -133,10 +136,10 @@ def test_splits_are_patient_wise_and_lists_keep_their_first_line(cxr):
     assert read_chestxray(cxr, 0.2, seed=0)['val'].image.tolist() == splits['val'].image.tolist()   # seeded
     cfg = get_task('multilabel').Config(data={'root_dir': cxr, 'val_pct': 0.2, 'img_size': 32}, model={'pretrained': False})
     data = get_task('multilabel').data(cfg)
-    ctx = data.dls.multilabel
-    assert ctx.phases[1].valid.dataset is ctx.phases[2].valid.dataset         # one validation split for both phases
-    assert all(y.sum() > 0 for y in ctx.phases[1].train.dataset.targets)      # phase 1: abnormal films only
-    assert len(ctx.phases[2].train.dataset) > len(ctx.phases[1].train.dataset)
+    phases = data.extra['phases']
+    assert phases[1].valid.dataset is phases[2].valid.dataset                 # one validation split for both phases
+    assert all(y.sum() > 0 for y in phases[1].train.dataset.targets)          # phase 1: abnormal films only
+    assert len(phases[2].train.dataset) > len(phases[1].train.dataset)
 
 
 def _copy(cxr, tmp_path):
