@@ -101,33 +101,37 @@ class Classify(Task):
         n = len(data.info['classes'])
         return [TorchMetric(torchmetrics.classification.MulticlassAccuracy(n, average='micro'), 'accuracy')]
 
-    def evaluate(self, learn, data, split):
-        from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
-        classes = data.info['classes']
-        probs, targs = learn.get_preds(dl=data.eval_dls[split])
-        pred, targs = probs.argmax(1).numpy(), targs.numpy()
-        labels = list(range(len(classes)))
-        cm = confusion_matrix(targs, pred, labels=labels)
-        results = {'accuracy': float(accuracy_score(targs, pred)),
-                   'macro_f1': float(f1_score(targs, pred, labels=labels, average='macro', zero_division=0)),
-                   'per_class_accuracy': {c: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None for i, c in enumerate(classes)},
-                   'confusion_matrix': cm.tolist(), 'classes': classes, 'n': int(len(targs))}
-        files = data.extra['files'][split]
-        preds = pd.DataFrame({'file': files, 'label': [classes[t] for t in targs], 'prediction': [classes[p] for p in pred],
-                              'correct': pred == targs, **{f'prob_{c}': probs[:, i].numpy() for i, c in enumerate(classes)}})
-        return results, preds
+# %% ../../nbs/20_classify.ipynb #54bbff9a
+@patch
+def evaluate(self:Classify, learn, data, split):
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+    classes = data.info['classes']
+    probs, targs = learn.get_preds(dl=data.eval_dls[split])
+    pred, targs = probs.argmax(1).numpy(), targs.numpy()
+    labels = list(range(len(classes)))
+    cm = confusion_matrix(targs, pred, labels=labels)
+    results = {'accuracy': float(accuracy_score(targs, pred)),
+               'macro_f1': float(f1_score(targs, pred, labels=labels, average='macro', zero_division=0)),
+               'per_class_accuracy': {c: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None for i, c in enumerate(classes)},
+               'confusion_matrix': cm.tolist(), 'classes': classes, 'n': int(len(targs))}
+    files = data.extra['files'][split]
+    preds = pd.DataFrame({'file': files, 'label': [classes[t] for t in targs], 'prediction': [classes[p] for p in pred],
+                          'correct': pred == targs, **{f'prob_{c}': probs[:, i].numpy() for i, c in enumerate(classes)}})
+    return results, preds
 
-    def predict(self, model, cfg, info, files, out_dir, **opts):
-        "The top class and its probability, with every class's probability, per image."
-        classes, tfm = info['classes'], eval_transforms(cfg.data.img_size)
-        dev = next(model.parameters()).device
-        probs = torch.cat([model(torch.stack([tfm(open_image(f)) for f in chunk]).to(dev)).softmax(1).float().cpu()
-                           for chunk in chunked(files, cfg.training.batch_size)])
-        return [{'image': str(f), 'label': classes[int(p.argmax())], 'prob': float(p.max()),
-                 **{f'prob_{c}': float(p[i]) for i, c in enumerate(classes)}} for f, p in zip(files, probs)]
+@patch
+def predict(self:Classify, model, cfg, info, files, out_dir, **opts):
+    "The top class and its probability, with every class's probability, per image."
+    classes, tfm = info['classes'], eval_transforms(cfg.data.img_size)
+    dev = next(model.parameters()).device
+    probs = torch.cat([model(torch.stack([tfm(open_image(f)) for f in chunk]).to(dev)).softmax(1).float().cpu()
+                       for chunk in chunked(files, cfg.training.batch_size)])
+    return [{'image': str(f), 'label': classes[int(p.argmax())], 'prob': float(p.max()),
+             **{f'prob_{c}': float(p[i]) for i, c in enumerate(classes)}} for f, p in zip(files, probs)]
 
-    def synth(self, dest, n:int=None, seed:int=0, img_size:int=64)->Path:
-        return synth_shapes(dest, n or 100, seed, img_size)
+@patch
+def synth(self:Classify, dest, n:int=None, seed:int=0, img_size:int=64)->Path:
+    return synth_shapes(dest, n or 100, seed, img_size)
 
 # %% ../../nbs/20_classify.ipynb #cbb45da4
 SHAPES = ('disc', 'square', 'triangle', 'stripes')

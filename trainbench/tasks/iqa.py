@@ -195,6 +195,7 @@ def eval_images_per_batch(cfg)->int:
     "Images per evaluation batch: all their crops go through the network in one forward, 4x the training batch in patches (no gradients are kept)."
     return max(1, 4 * cfg.training.batch_size // cfg.data.val_patch_num)
 
+# %% ../../nbs/22_iqa.ipynb #6050c892
 @register_task
 class Iqa(Task):
     "HyperIQA blind image-quality assessment."
@@ -249,28 +250,33 @@ class Iqa(Task):
         t = cfg.training
         return [Stage(t.epochs, t.lr, 'constant', cbs=[LRSchedule(t.lr, t.lr_ratio, t.scheduler == 'hyperiqa')])]
 
-    def evaluate(self, learn, data, split):
-        preds, targs = learn.get_preds(dl=data.eval_dls[split])
-        p, t = preds.float().numpy(), targs.float().numpy()
-        table = data.extra['tables'][split]
-        results = {'srcc': srcc(p, t), 'plcc': plcc(p, t), 'krcc': krcc(p, t), 'l1': float(np.abs(p - t).mean()), 'n': int(len(t))}
-        return results, pd.DataFrame({'image': table.image, 'ref': table.ref, 'score': t, 'prediction': p})
+# %% ../../nbs/22_iqa.ipynb #75fc7f82
+@patch
+def evaluate(self:Iqa, learn, data, split):
+    preds, targs = learn.get_preds(dl=data.eval_dls[split])
+    p, t = preds.float().numpy(), targs.float().numpy()
+    table = data.extra['tables'][split]
+    results = {'srcc': srcc(p, t), 'plcc': plcc(p, t), 'krcc': krcc(p, t), 'l1': float(np.abs(p - t).mean()), 'n': int(len(t))}
+    return results, pd.DataFrame({'image': table.image, 'ref': table.ref, 'score': t, 'prediction': p})
 
-    def example_inputs(self, data, n:int=2)->tuple:
-        p = data.info.get('patch_size', 224)
-        return (torch.randn(n, 3, p, p),)
+@patch
+def example_inputs(self:Iqa, data, n:int=2)->tuple:
+    p = data.info.get('patch_size', 224)
+    return (torch.randn(n, 3, p, p),)
 
-    def predict(self, model, cfg, info, files, out_dir, **opts):
-        "The predicted score of each image: the mean over its `val_patch_num` grid crops."
-        d = cfg.data
-        ds = CropsDataset(ImageStore(files, d.resize, d.patch_size, preload=False), None, d.val_patch_num, d.patch_size)
-        dev = next(model.parameters()).device
-        scores = torch.cat([model(torch.stack([ds[i] for i in idx]).to(dev)).float().cpu()
-                            for idx in chunked(range(len(ds)), eval_images_per_batch(cfg))])
-        return [{'image': str(f), 'score': float(s)} for f, s in zip(files, scores)]
+@patch
+def predict(self:Iqa, model, cfg, info, files, out_dir, **opts):
+    "The predicted score of each image: the mean over its `val_patch_num` grid crops."
+    d = cfg.data
+    ds = CropsDataset(ImageStore(files, d.resize, d.patch_size, preload=False), None, d.val_patch_num, d.patch_size)
+    dev = next(model.parameters()).device
+    scores = torch.cat([model(torch.stack([ds[i] for i in idx]).to(dev)).float().cpu()
+                        for idx in chunked(range(len(ds)), eval_images_per_batch(cfg))])
+    return [{'image': str(f), 'score': float(s)} for f, s in zip(files, scores)]
 
-    def synth(self, dest, n:int=None, seed:int=0)->Path:
-        return synth_kadid(dest, n or 20, seed)
+@patch
+def synth(self:Iqa, dest, n:int=None, seed:int=0)->Path:
+    return synth_kadid(dest, n or 20, seed)
 
 # %% ../../nbs/22_iqa.ipynb #879faed5
 @patch

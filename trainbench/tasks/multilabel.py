@@ -55,6 +55,7 @@ class MemoryConfig(Section):
     update_strategy: Literal['rarity', 'diversity', 'hybrid', 'statistical', 'fifo'] = Field('rarity', description='Which features the bank keeps')
     near_duplicate: float = Field(0.9999, gt=0, le=1, description='Stored features at least this cosine-similar to the query are not retrieved (the image itself)')
 
+# %% ../../nbs/24_multilabel.ipynb #41f95048
 class Phase1Config(Section):
     epochs: int = Field(20, gt=0, description='Phase 1 epochs in total, frozen ones included')
     freeze_epochs: int = Field(3, ge=0, description='First epochs of phase 1 with the backbone frozen')
@@ -324,31 +325,36 @@ class Multilabel(Task):
                 + phase_stages(p2, 'phase2', phases[2], note(2, p2)))
 
     # ----- evaluation and prediction
-    def evaluate(self, learn, data, split):
-        probs, targs = learn.get_preds(dl=data.eval_dls[split])
-        probs, targs = probs.float().numpy(), targs.numpy()
-        aucs = per_class_auc(probs, targs)
-        log.info(f'{split.capitalize()} ' + auc_table(aucs))
-        results = {'mean_auc': mean_auc(aucs), 'auc': aucs, 'n': int(len(targs)),
-                   'positives': {l: int(n) for l, n in zip(LABELS, targs.sum(0))}}
-        return results, _predictions(data.extra['splits'][split], probs)
-
-    def predict(self, model, cfg, info, files, out_dir, **opts):
-        "Every label's probability per image, and the findings at probability 0.5 or more."
-        labels, tfm = info.get('labels', list(LABELS)), eval_transforms(cfg.data.img_size)
-        dev = next(model.parameters()).device
-        probs = torch.cat([torch.sigmoid(model(torch.stack([tfm(open_image(f)) for f in chunk]).to(dev))).float().cpu()
-                           for chunk in chunked(files, cfg.phase2.batch_size)])
-        return [{'image': str(f), 'findings': '|'.join(l for l, p in zip(labels, pr) if p >= 0.5) or 'No Finding',
-                 **{f'prob_{l}': float(p) for l, p in zip(labels, pr)}} for f, pr in zip(files, probs.tolist())]
-
-    def synth(self, dest, n:int=None, seed:int=0)->Path:
-        return synth_chestxray(dest, n or 1600, seed)
 
 def _predictions(df:pd.DataFrame, probs:np.ndarray)->pd.DataFrame:
     "One row per image: its labels and every label's probability."
     return pd.DataFrame({'image': df.image, 'patient': df.patient, 'labels': df.labels.replace('', 'No Finding'),
                          **{f'prob_{l}': probs[:, i] for i, l in enumerate(LABELS)}})
+
+# %% ../../nbs/24_multilabel.ipynb #8d28269b
+@patch
+def evaluate(self:Multilabel, learn, data, split):
+    probs, targs = learn.get_preds(dl=data.eval_dls[split])
+    probs, targs = probs.float().numpy(), targs.numpy()
+    aucs = per_class_auc(probs, targs)
+    log.info(f'{split.capitalize()} ' + auc_table(aucs))
+    results = {'mean_auc': mean_auc(aucs), 'auc': aucs, 'n': int(len(targs)),
+               'positives': {l: int(n) for l, n in zip(LABELS, targs.sum(0))}}
+    return results, _predictions(data.extra['splits'][split], probs)
+
+@patch
+def predict(self:Multilabel, model, cfg, info, files, out_dir, **opts):
+    "Every label's probability per image, and the findings at probability 0.5 or more."
+    labels, tfm = info.get('labels', list(LABELS)), eval_transforms(cfg.data.img_size)
+    dev = next(model.parameters()).device
+    probs = torch.cat([torch.sigmoid(model(torch.stack([tfm(open_image(f)) for f in chunk]).to(dev))).float().cpu()
+                       for chunk in chunked(files, cfg.phase2.batch_size)])
+    return [{'image': str(f), 'findings': '|'.join(l for l, p in zip(labels, pr) if p >= 0.5) or 'No Finding',
+             **{f'prob_{l}': float(p) for l, p in zip(labels, pr)}} for f, pr in zip(files, probs.tolist())]
+
+@patch
+def synth(self:Multilabel, dest, n:int=None, seed:int=0)->Path:
+    return synth_chestxray(dest, n or 1600, seed)
 
 # %% ../../nbs/24_multilabel.ipynb #b0c888c7
 @patch

@@ -236,44 +236,50 @@ class Rank(Task):
     def metrics(self, cfg, data):
         return [TorchMetric(torchmetrics.classification.BinaryAccuracy(), 'accuracy', pred_fn=torch.sigmoid)]
 
-    def image_scores(self, model, data, images:list, bs:int=64)->dict:
-        "image -> score s(image), for every image of `images`."
-        model.eval()
-        dev = next(model.parameters()).device
-        rows = [data.extra['index'][i] for i in images]
-        if data.info['mode'] == 'frozen': batches = data.extra['feats'][rows].split(bs)
-        else: batches = torch.utils.data.DataLoader(torch.utils.data.Subset(data.extra['photos'], rows), batch_size=bs)
-        # `normalize_batch`: cached photos are uint8 until here; it passes float batches through
-        with torch.inference_mode(): s = torch.cat([model.score(normalize_batch(x.to(dev))).float().cpu() for x in batches])
-        return dict(zip(images, s.tolist()))
+# %% ../../nbs/21_rank.ipynb #f890fcd7
+@patch
+def image_scores(self:Rank, model, data, images:list, bs:int=64)->dict:
+    "image -> score s(image), for every image of `images`."
+    model.eval()
+    dev = next(model.parameters()).device
+    rows = [data.extra['index'][i] for i in images]
+    if data.info['mode'] == 'frozen': batches = data.extra['feats'][rows].split(bs)
+    else: batches = torch.utils.data.DataLoader(torch.utils.data.Subset(data.extra['photos'], rows), batch_size=bs)
+    # `normalize_batch`: cached photos are uint8 until here; it passes float batches through
+    with torch.inference_mode(): s = torch.cat([model.score(normalize_batch(x.to(dev))).float().cpu() for x in batches])
+    return dict(zip(images, s.tolist()))
 
-    def evaluate(self, learn, data, split):
-        pairs, favourites, photos = (data.extra[k][split] for k in ('pairs', 'favourites', 'series_photos'))
-        scores = self.image_scores(learn.model, data, sorted({i for ims in photos.values() for i in ims}))
-        s1, s2 = pairs.image1.map(scores).to_numpy(), pairs.image2.map(scores).to_numpy()
-        correct = (s1 > s2) == (pairs.label.to_numpy() == 1)
-        high = pairs.agreement.to_numpy() >= 0.8
-        top1 = [max(photos[s], key=scores.get) == fav for s, fav in favourites.items()]
-        results = {'accuracy': float(correct.mean()), 'n_pairs': int(len(correct)),
-                   'accuracy_high_agreement': float(correct[high].mean()) if high.any() else None,
-                   'n_high_agreement': int(high.sum()),
-                   'series_top1': float(np.mean(top1)) if top1 else None, 'n_series': len(top1)}
-        preds = pairs[['series', 'image1', 'image2', 'agreement', 'label']].assign(
-            score1=s1, score2=s2, prob=1/(1 + np.exp(-(s1 - s2))), correct=correct)
-        return results, preds
+# %% ../../nbs/21_rank.ipynb #f8c5f61c
+@patch
+def evaluate(self:Rank, learn, data, split):
+    pairs, favourites, photos = (data.extra[k][split] for k in ('pairs', 'favourites', 'series_photos'))
+    scores = self.image_scores(learn.model, data, sorted({i for ims in photos.values() for i in ims}))
+    s1, s2 = pairs.image1.map(scores).to_numpy(), pairs.image2.map(scores).to_numpy()
+    correct = (s1 > s2) == (pairs.label.to_numpy() == 1)
+    high = pairs.agreement.to_numpy() >= 0.8
+    top1 = [max(photos[s], key=scores.get) == fav for s, fav in favourites.items()]
+    results = {'accuracy': float(correct.mean()), 'n_pairs': int(len(correct)),
+               'accuracy_high_agreement': float(correct[high].mean()) if high.any() else None,
+               'n_high_agreement': int(high.sum()),
+               'series_top1': float(np.mean(top1)) if top1 else None, 'n_series': len(top1)}
+    preds = pairs[['series', 'image1', 'image2', 'agreement', 'label']].assign(
+        score1=s1, score2=s2, prob=1/(1 + np.exp(-(s1 - s2))), correct=correct)
+    return results, preds
 
-    def predict(self, model, cfg, info, files, out_dir, **opts):
-        "Each image's score s(image), and its rank among `files` (1 = best): a series ranked in one call."
-        dev = next(model.parameters()).device
-        if info['mode'] == 'frozen': x = torch.from_numpy(frozen_features(cfg, files, dev)[0])
-        else: x = torch.stack([pair_transforms(cfg.data.img_size, cfg.data.keep_aspect)(open_image(f)) for f in files])
-        scores = torch.cat([model.score(b.to(dev)).float().cpu() for b in x.split(cfg.training.batch_size)]).tolist()
-        order = sorted(range(len(files)), key=lambda i: -scores[i])
-        ranks = {i: r + 1 for r, i in enumerate(order)}
-        return [{'image': str(f), 'score': s, 'rank': ranks[i]} for i, (f, s) in enumerate(zip(files, scores))]
+@patch
+def predict(self:Rank, model, cfg, info, files, out_dir, **opts):
+    "Each image's score s(image), and its rank among `files` (1 = best): a series ranked in one call."
+    dev = next(model.parameters()).device
+    if info['mode'] == 'frozen': x = torch.from_numpy(frozen_features(cfg, files, dev)[0])
+    else: x = torch.stack([pair_transforms(cfg.data.img_size, cfg.data.keep_aspect)(open_image(f)) for f in files])
+    scores = torch.cat([model.score(b.to(dev)).float().cpu() for b in x.split(cfg.training.batch_size)]).tolist()
+    order = sorted(range(len(files)), key=lambda i: -scores[i])
+    ranks = {i: r + 1 for r, i in enumerate(order)}
+    return [{'image': str(f), 'score': s, 'rank': ranks[i]} for i, (f, s) in enumerate(zip(files, scores))]
 
-    def synth(self, dest, n:int=None, seed:int=0)->Path:
-        return synth_phototriage(dest, n or 300, seed=seed)
+@patch
+def synth(self:Rank, dest, n:int=None, seed:int=0)->Path:
+    return synth_phototriage(dest, n or 300, seed=seed)
 
 # %% ../../nbs/21_rank.ipynb #0868ace8
 @patch

@@ -127,6 +127,7 @@ def trans_conv_head(d:int, patch:int, complex:bool=False)->nn.Module:
                          nn.ConvTranspose2d(d, d//2, k1, stride=k1), nn.ReLU(),
                          nn.ConvTranspose2d(d//2, 1, k2, stride=k2))
 
+# %% ../../nbs/23_segment.ipynb #fe7955bb
 class CLIPSeg(nn.Module):
     "CLIPSeg (Lüddecke and Ecker, CVPR 2022): a frozen CLIP ViT and a FiLM-conditioned transformer decoder."
     def __init__(self, clip:nn.Module, # an open_clip CLIP model
@@ -367,48 +368,52 @@ class Segment(Task):
         best = lambda k: max((r[k] for r in records if r.get(k) == r.get(k) and k in r), default=None)
         return {'best_val_iou': best('valid_iou'), 'best_val_dice': best('valid_dice')}
 
-    def evaluate(self, learn, data, split):
-        model, dl, thr = learn.model.eval(), data.eval_dls[split], data.extra['threshold']
-        stats = []
-        with torch.inference_mode():
-            for x, p, y in dl: stats.append(mask_stats(torch.sigmoid(model(x, p).float()), y, thr).cpu())
-        stats = torch.cat(stats)
-        items = data.extra['items'][split]
-        groups = lambda col: {k: seg_scores(stats[torch.tensor((items[col] == k).to_numpy())]) | {'n': int((items[col] == k).sum())}
-                              for k in dict.fromkeys(items[col])}
-        results = {**seg_scores(stats), 'n_images': len(items), 'threshold': thr,
-                   'per_prompt': groups('prompt'), 'per_dataset': groups('dataset')}
-        per_image = pd.DataFrame([seg_scores(s[None]) for s in stats])[['iou', 'dice', 'pixel_accuracy']]
-        tp, fp, tn, fn = stats.T.tolist()
-        preds = items.assign(**per_image, target_pixels=np.add(tp, fn), predicted_pixels=np.add(tp, fp))
-        return results, preds
+# %% ../../nbs/23_segment.ipynb #4f6d30c6
+@patch
+def evaluate(self:Segment, learn, data, split):
+    model, dl, thr = learn.model.eval(), data.eval_dls[split], data.extra['threshold']
+    stats = []
+    with torch.inference_mode():
+        for x, p, y in dl: stats.append(mask_stats(torch.sigmoid(model(x, p).float()), y, thr).cpu())
+    stats = torch.cat(stats)
+    items = data.extra['items'][split]
+    groups = lambda col: {k: seg_scores(stats[torch.tensor((items[col] == k).to_numpy())]) | {'n': int((items[col] == k).sum())}
+                          for k in dict.fromkeys(items[col])}
+    results = {**seg_scores(stats), 'n_images': len(items), 'threshold': thr,
+               'per_prompt': groups('prompt'), 'per_dataset': groups('dataset')}
+    per_image = pd.DataFrame([seg_scores(s[None]) for s in stats])[['iou', 'dice', 'pixel_accuracy']]
+    tp, fp, tn, fn = stats.T.tolist()
+    preds = items.assign(**per_image, target_pixels=np.add(tp, fn), predicted_pixels=np.add(tp, fp))
+    return results, preds
 
-    def predict(self, model, cfg, info, files, out_dir, prompt:str=None, **opts):
-        "The mask of `prompt` for each image: `<stem>_<prompt>_mask.png` (0/255, the image's size) and `<stem>_<prompt>_overlay.png`."
-        if not prompt or not prompt.strip():
-            raise TrainbenchError(f"predict: the segment task needs --prompt, e.g. --prompt {info['prompts'][0]!r} "
-                                  f"(the run's prompts: {', '.join(info['prompts'])})")
-        prompt = prompt.strip()
-        out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-        dev = next(model.parameters()).device
-        cond = model.prompt_emb[[model.prompts.index(prompt)]] if prompt in model.prompts else model.encode_text([prompt])
-        if prompt not in model.prompts: log.warning(f"predict: '{prompt}' is not one of the run's training prompts; its mask may be poor")
-        tfm, rows = seg_transforms(cfg.data.img_size), []
-        for f in files:
-            img = open_image(f)
-            x = tfm(tv_tensors.Image(np.asarray(img).transpose(2, 0, 1).copy())).as_subclass(torch.Tensor)[None].to(dev)
-            prob = torch.sigmoid(model.segment(x, cond).float())
-            prob = F.interpolate(prob, (img.height, img.width), mode='bilinear')[0, 0].cpu().numpy()
-            mask = prob > cfg.eval.threshold
-            stem = f'{Path(f).stem}_{prompt_key(prompt)}'
-            Image.fromarray(mask.astype(np.uint8)*255).save(out_dir/f'{stem}_mask.png')
-            _overlay(img, mask).save(out_dir/f'{stem}_overlay.png')
-            rows.append({'image': str(f), 'prompt': prompt, 'mask_fraction': float(mask.mean()),
-                         'mask': str(out_dir/f'{stem}_mask.png'), 'overlay': str(out_dir/f'{stem}_overlay.png')})
-        return rows
+@patch
+def predict(self:Segment, model, cfg, info, files, out_dir, prompt:str=None, **opts):
+    "The mask of `prompt` for each image: `<stem>_<prompt>_mask.png` (0/255, the image's size) and `<stem>_<prompt>_overlay.png`."
+    if not prompt or not prompt.strip():
+        raise TrainbenchError(f"predict: the segment task needs --prompt, e.g. --prompt {info['prompts'][0]!r} "
+                              f"(the run's prompts: {', '.join(info['prompts'])})")
+    prompt = prompt.strip()
+    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    dev = next(model.parameters()).device
+    cond = model.prompt_emb[[model.prompts.index(prompt)]] if prompt in model.prompts else model.encode_text([prompt])
+    if prompt not in model.prompts: log.warning(f"predict: '{prompt}' is not one of the run's training prompts; its mask may be poor")
+    tfm, rows = seg_transforms(cfg.data.img_size), []
+    for f in files:
+        img = open_image(f)
+        x = tfm(tv_tensors.Image(np.asarray(img).transpose(2, 0, 1).copy())).as_subclass(torch.Tensor)[None].to(dev)
+        prob = torch.sigmoid(model.segment(x, cond).float())
+        prob = F.interpolate(prob, (img.height, img.width), mode='bilinear')[0, 0].cpu().numpy()
+        mask = prob > cfg.eval.threshold
+        stem = f'{Path(f).stem}_{prompt_key(prompt)}'
+        Image.fromarray(mask.astype(np.uint8)*255).save(out_dir/f'{stem}_mask.png')
+        _overlay(img, mask).save(out_dir/f'{stem}_overlay.png')
+        rows.append({'image': str(f), 'prompt': prompt, 'mask_fraction': float(mask.mean()),
+                     'mask': str(out_dir/f'{stem}_mask.png'), 'overlay': str(out_dir/f'{stem}_overlay.png')})
+    return rows
 
-    def synth(self, dest, n:int=None, seed:int=0)->Path:
-        return synth_segment(dest, n or 120, seed=seed)
+@patch
+def synth(self:Segment, dest, n:int=None, seed:int=0)->Path:
+    return synth_segment(dest, n or 120, seed=seed)
 
 # %% ../../nbs/23_segment.ipynb #4fc9618f
 @patch
