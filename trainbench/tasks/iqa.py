@@ -108,6 +108,13 @@ def target_net(v:torch.Tensor, # (B, target_in): the LDA vector of each patch
     return v.squeeze(1)
 
 # %% ../../nbs/22_iqa.ipynb #df29dcf4
+def _old_backbone_keys(module, state_dict, prefix, *args):
+    "Checkpoints written before the backbone factory named the ResNet's stem `stem.0`/`stem.1` and its stages `layerN`: rename them."
+    for k in [k for k in state_dict if k.startswith(prefix) and not k.startswith(prefix + 'net.')]:
+        rest = k[len(prefix):]
+        if rest.startswith('stem.'): rest = rest.replace('stem.0.', 'conv1.', 1).replace('stem.1.', 'bn1.', 1)
+        state_dict[prefix + 'net.' + rest] = state_dict.pop(k)
+
 class HyperNet(nn.Module):
     """HyperIQA (Su et al., "Blindly Assess Image Quality in the Wild Guided by a Self-Adaptive Hyper Network", CVPR 2020).
     Paper sizes: ResNet-50, lda_out 16, hyper_in 112, target_in 224, target FC 224-112-56-28-14-1, 224-px patches (7x7 map)."""
@@ -116,6 +123,7 @@ class HyperNet(nn.Module):
                  backbone:str='resnet50', width:int=64, pretrained=False):
         super().__init__()
         self.backbone = create_backbone(backbone, pretrained, 'stages', width=None if width == 64 else width)   # -> 4 maps
+        self.backbone.register_load_state_dict_pre_hook(_old_backbone_keys)   # runs saved before the backbone factory
         c1, c2, c3, c4 = self.backbone.channels
         self.lda = nn.ModuleList([LDA(c1, 16, 8, lda_out), LDA(c2, 32, 4, lda_out), LDA(c3, 64, 2, lda_out), LDA(c4, 0, 1, target_in - 3*lda_out)])
         self.sizes, self.feature_size = [target_in, f1, f2, f3, f4], feature_size

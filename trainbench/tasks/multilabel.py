@@ -55,7 +55,7 @@ class MemoryConfig(Section):
     update_strategy: Literal['rarity', 'diversity', 'hybrid', 'statistical', 'fifo'] = Field('rarity', description='Which features the bank keeps')
     near_duplicate: float = Field(0.9999, gt=0, le=1, description='Stored features at least this cosine-similar to the query are not retrieved (the image itself)')
 
-# %% ../../nbs/24_multilabel.ipynb #41f95048
+# %% ../../nbs/24_multilabel.ipynb #bb05cf84
 class Phase1Config(Section):
     epochs: int = Field(20, gt=0, description='Phase 1 epochs in total, frozen ones included')
     freeze_epochs: int = Field(3, ge=0, description='First epochs of phase 1 with the backbone frozen')
