@@ -12,7 +12,7 @@ from .core import TrainbenchError
 # %% auto #0
 __all__ = ['build_parser', 'main']
 
-# %% ../nbs/90_cli.ipynb #2d0488d7
+# %% ../nbs/90_cli.ipynb #a026b04d
 def _train(a):
     from trainbench.learner import train
     if a.config is None and a.resume is None: raise TrainbenchError('train: give a CONFIG, or --resume RUN_DIR')
@@ -26,6 +26,7 @@ def _lr_find(a):
     with contextlib.redirect_stdout(sys.stderr): res = lr_find(a.config, a.set, output_dir=a.output_dir, num_it=a.num_it)
     print(f"suggested lr: {res['suggestions']['valley']:.2e} (valley); plot: {res['plot']}")
 
+# %% ../nbs/90_cli.ipynb #f7d7c342
 def _evaluate(a):
     import json
     from trainbench.learner import evaluate
@@ -45,6 +46,7 @@ def _predict(a):
         print('\t'.join([r['image']] + [f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}'
                                          for k, v in r.items() if k != 'image' and not k.startswith('prob_')]))
 
+# %% ../nbs/90_cli.ipynb #b37b6a42
 def _synth(a):
     from trainbench.core import log_to_console
     from trainbench.task import get_task
@@ -63,6 +65,7 @@ def _configs(a):
     for name, p in list_sweeps().items():
         print(f"{name:34s} {(yaml.safe_load(p.read_text()) or {}).get('description', '')}")
 
+# %% ../nbs/90_cli.ipynb #b766f493
 def _sweep(a):
     from trainbench.sweep import expand, load_sweep, run_sweep
     from trainbench.config import parse_override
@@ -95,33 +98,34 @@ def _demo(a):
     print(f'report: {res.report}')
     if (table.status != 'completed').any(): return 1
 
-# %% ../nbs/90_cli.ipynb #e1447f12
+# %% ../nbs/90_cli.ipynb #5b30c2ed
 class _Parser(argparse.ArgumentParser):
     "argparse, with usage errors as one line."
     def error(self, message): self.exit(2, f'error: {message} (see {self.prog} --help)\n')
 
-def build_parser()->argparse.ArgumentParser:
-    "The `trainbench` argument parser."
-    p = _Parser(prog='trainbench', description='A notebook-first training workbench for vision models.')
-    p.add_argument('--debug', action='store_true', help='show tracebacks')
-    sub = p.add_subparsers(dest='command', required=True, parser_class=_Parser)
+def _overrides(sp):
+    "--set and --output-dir, on the commands that read a config."
+    sp.add_argument('--set', action='append', default=[], metavar='K=V', help='override a config key, e.g. training.lr=1e-4 (repeatable)')
+    sp.add_argument('--output-dir', help='base folder for runs (default: outputs)')
 
-    def overrides(sp):
-        sp.add_argument('--set', action='append', default=[], metavar='K=V', help='override a config key, e.g. training.lr=1e-4 (repeatable)')
-        sp.add_argument('--output-dir', help='base folder for runs (default: outputs)')
-
+# %% ../nbs/90_cli.ipynb #73b3e28e
+def _add_training(sub):
+    "train and lr-find."
     t = sub.add_parser('train', help='train a model; prints the run directory last')
     t.add_argument('config', nargs='?', help='YAML file or bundled template name, e.g. classify/quick')
-    overrides(t)
+    _overrides(t)
     t.add_argument('--quick-experiment', type=float, metavar='F', help='train on this fraction of the data, e.g. 0.1')
     t.add_argument('--resume', metavar='RUN_DIR', help='continue a stopped or crashed run at its next epoch')
     t.set_defaults(func=_train)
 
     f = sub.add_parser('lr-find', help="run fastai's LR finder and save its plot")
-    f.add_argument('config'); overrides(f)
+    f.add_argument('config'); _overrides(f)
     f.add_argument('--num-it', type=int, default=100, help='mini-batches to try (default: 100)')
     f.set_defaults(func=_lr_find)
 
+# %% ../nbs/90_cli.ipynb #81e51fb4
+def _add_run_commands(sub):
+    "evaluate, export and predict: commands on a finished run."
     e = sub.add_parser('evaluate', help="evaluate a run's best model; writes results.json and predictions.csv")
     e.add_argument('run_dir'); e.add_argument('--split', choices=['test', 'val'], help='default: test, or val without a test split')
     e.set_defaults(func=_evaluate)
@@ -137,6 +141,9 @@ def build_parser()->argparse.ArgumentParser:
     r.add_argument('--checkpoint', default='best_model.pth', help='checkpoint file in the run (default: best_model.pth)')
     r.set_defaults(func=_predict)
 
+# %% ../nbs/90_cli.ipynb #384d0227
+def _add_workbench(sub):
+    "synth, configs, sweep, compare and demo."
     s = sub.add_parser('synth', help="write a small synthetic dataset in a task's on-disk format")
     s.add_argument('task'); s.add_argument('dest')
     s.add_argument('--n', type=int, help='size (per class for classify)'); s.add_argument('--seed', type=int, default=0)
@@ -153,7 +160,7 @@ def build_parser()->argparse.ArgumentParser:
     w.add_argument('--workers', type=int, default=2, help='worker processes of the embedded cluster (default: 2)')
     w.add_argument('--scheduler', metavar='ADDRESS', help='an existing Dask scheduler, e.g. tcp://10.0.0.5:8786')
     w.add_argument('--cell-timeout', type=float, metavar='S', help="seconds a notebook cell may run (default: the sweep's)")
-    overrides(w)
+    _overrides(w)
     w.set_defaults(func=_sweep)
 
     m = sub.add_parser('compare', help='compare runs: comparison.csv with metrics, differing hyperparameters, status, time')
@@ -165,6 +172,14 @@ def build_parser()->argparse.ArgumentParser:
     d.add_argument('--data-dir', default='data'); d.add_argument('--output-dir', default='outputs')
     d.add_argument('--workers', type=int, default=2, help='worker processes (default: 2)')
     d.set_defaults(func=_demo)
+
+# %% ../nbs/90_cli.ipynb #883c530e
+def build_parser()->argparse.ArgumentParser:
+    "The `trainbench` argument parser."
+    p = _Parser(prog='trainbench', description='A notebook-first training workbench for vision models.')
+    p.add_argument('--debug', action='store_true', help='show tracebacks')
+    sub = p.add_subparsers(dest='command', required=True, parser_class=_Parser)
+    for add in (_add_training, _add_run_commands, _add_workbench): add(sub)
     return p
 
 # %% ../nbs/90_cli.ipynb #37e0f46d

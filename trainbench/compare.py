@@ -100,7 +100,7 @@ def write_comparison(paths:list, output=None)->tuple:
     for m, (run, v) in best.items(): log.info(f'best {m}: {v:.4f} ({run})')
     return df, best, out
 
-# %% ../nbs/80_compare.ipynb #ae388a3c
+# %% ../nbs/80_compare.ipynb #9fcbe919
 def _plottable(df, metric):
     "The completed runs that have `metric`."
     return df[(df.status == 'completed') & pd.to_numeric(df[metric], errors='coerce').notna()]
@@ -121,6 +121,7 @@ def _plot_metric_vs(df, metric, hp, path):
     atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=90, bbox_inches='tight'), 'wb')
     plt.close(fig)
 
+# %% ../nbs/80_compare.ipynb #d04e9c58
 def _plot_curves(df, path):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -139,6 +140,7 @@ def _plot_curves(df, path):
     plt.close(fig)
     return path
 
+# %% ../nbs/80_compare.ipynb #d551c5ca
 def write_report(paths:list, out_dir, title:str='trainbench report', max_plots:int=24)->Path:
     "Write comparison.csv, the plots and report.html into `out_dir`; returns the report's path."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ from .runs import read_history, read_summary, update_summary
 log = logging.getLogger('trainbench.sweep')
 
 # %% auto #0
-__all__ = ['log', 'DEMO_BARS', 'Sweep', 'sweeps_dir', 'list_sweeps', 'find_sweep', 'load_sweep', 'RunSpec', 'config_hash',
-           'expand', 'execute_run', 'dask_client', 'SweepResult', 'run_sweep', 'run_demo']
+__all__ = ['log', 'Sweep', 'sweeps_dir', 'list_sweeps', 'find_sweep', 'load_sweep', 'RunSpec', 'config_hash', 'expand',
+           'execute_run', 'dask_client', 'SweepResult', 'run_sweep', 'run_demo']
 
 # %% ../nbs/81_sweep.ipynb #78884c18
 class Sweep(BaseModel):
@@ -170,7 +170,7 @@ def dask_client(workers:int=2, scheduler:str=None, gpus:int=0):
                       silence_logs=logging.ERROR, **kw) as cluster, Client(cluster) as client:
         yield client
 
-# %% ../nbs/81_sweep.ipynb #cf8e60fe
+# %% ../nbs/81_sweep.ipynb #d4d95449
 class SweepResult(BaseModel):
     "What `run_sweep` did."
     dir: Path
@@ -189,6 +189,84 @@ def _completed(entry:dict, spec:RunSpec)->bool:
 def _epochs(run_dir, cfg:dict)->str:
     return f"{len(read_history(run_dir))}/{cfg.get('training', {}).get('epochs', '?')}"
 
+# %% ../nbs/81_sweep.ipynb #e37eca73
+def _select(specs:list, only:list, path)->list:
+    "The specs named in `only` (all of them when `only` is empty)."
+    if not only: return specs
+    names = [s.name for s in specs]
+    for o in only:
+        if o not in names: raise ConfigError(f'--only {o}: no such run in {path}{did_you_mean(o, names)}')
+    return [s for s in specs if s.name in only]
+
+def _run_dir(sweep_dir:Path, name:str)->Path:
+    "runs/<name>, or, when an earlier failed or changed attempt is there, a new folder beside it (runs/<name>_1, ...)."
+    run_dir = sweep_dir/'runs'/name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        run_dir = next(run_dir.with_name(f'{name}_{k}') for k in itertools.count(1) if not run_dir.with_name(f'{name}_{k}').exists())
+    return run_dir
+
+def _needs_gpu(todo:list, scheduler:str=None)->bool:
+    "Whether a run asks for a GPU; an error when one does and neither this machine nor a cluster has one."
+    need = any('GPU' in s.resources for s in todo)
+    if need and not scheduler:
+        import torch
+        if not torch.cuda.is_available(): raise TrainbenchError('a run needs a GPU and this machine has none; give --scheduler of a cluster with GPU workers')
+    return need
+
+# %% ../nbs/81_sweep.ipynb #b284d7f7
+def _record(entry:dict, fut):
+    "Put the outcome of the finished future `fut` of a run into its sweep.json `entry`."
+    try: entry.update(fut.result())
+    except Exception as e:   # e.g. KilledWorker: the scheduler gave up on it
+        entry.update(status='failed', error=f'{type(e).__name__}: {" ".join(str(e).split())[:500]}')
+        if Path(entry['run_dir']).exists() and read_summary(entry['run_dir']).get('status') in (None, 'running'):
+            update_summary(entry['run_dir'], status='failed', error=entry['error'])
+
+# %% ../nbs/81_sweep.ipynb #9670d606
+def _run_all(client, sw:Sweep, todo:list, run_dirs:dict, state:dict, save, timeout, threads):
+    "Run the specs `todo` on `client` into `run_dirs`, recording each in `state` and calling `save` as it finishes."
+    from distributed import wait
+    from tqdm.auto import tqdm
+    slots, queue, futs, pending = max(1, sum(client.nthreads().values())), list(todo), {}, set()
+    def submit():
+        while queue and len(pending) < slots:
+            s = queue.pop(0)
+            f = client.submit(execute_run, s.model_dump(), str(run_dirs[s.name]), timeout, os.getcwd(), threads, pure=False,
+                              key=f'{_safe(sw.name)}-{s.name}-{time.time_ns()}', resources=s.resources or None)
+            futs[f] = s; pending.add(f)
+    submit()
+    tty, last = sys.stderr.isatty(), time.time()   # without a terminal: a progress line every 30 s instead of a bar
+    with tqdm(total=len(todo), desc=f'sweep {sw.name}', unit='run', file=sys.stderr, dynamic_ncols=True, disable=not tty) as bar:
+        while pending:
+            try: done, pending = wait(pending, timeout=2, return_when='FIRST_COMPLETED')
+            except TimeoutError: done = set()
+            for f in done:
+                s = futs[f]
+                entry = state['runs'][s.name]
+                _record(entry, f)
+                log.info(f"{s.name}: {entry['status']}" + (f" ({entry.get('error')})" if entry.get('error') else ''))
+                save(); bar.update(1)
+            submit()
+            running = {s.name: _epochs(state['runs'][s.name]['run_dir'], s.config) for f, s in futs.items()
+                       if f in pending and read_summary(state['runs'][s.name]['run_dir']).get('status') == 'running'}
+            bar.set_postfix_str(', '.join(f'{k} {v}' for k, v in running.items())[:120])
+            if not tty and time.time() - last >= 30:
+                last = time.time()
+                log.info(f'sweep {sw.name}: {len(todo) - len(pending) - len(queue)}/{len(todo)} runs done; running (epochs): '
+                         + (', '.join(f'{k} {v}' for k, v in running.items()) or 'none yet'))
+
+# %% ../nbs/81_sweep.ipynb #d8aad107
+def _finish(sw:Sweep, specs:list, state:dict, sweep_dir:Path)->SweepResult:
+    "Write the sweep's report and log how its runs ended."
+    from trainbench.compare import write_report
+    dirs = [state['runs'][s.name]['run_dir'] for s in specs if Path(state['runs'].get(s.name, {}).get('run_dir', '/nonexistent')).exists()]
+    report = write_report(dirs, sweep_dir, title=f'Sweep {sw.name}') if dirs else None
+    counts = {}
+    for s in specs: counts[state['runs'][s.name]['status']] = counts.get(state['runs'][s.name]['status'], 0) + 1
+    log.info(f'Sweep {sw.name}: ' + ', '.join(f'{n} {k}' for k, n in counts.items()) + (f'; report: {report}' if report else ''))
+    return SweepResult(dir=sweep_dir, runs={s.name: state['runs'][s.name] for s in specs}, report=report)
+
+# %% ../nbs/81_sweep.ipynb #65f004df
 def run_sweep(src, # sweep file or bundled name
               output_dir='outputs', # sweeps go to OUTPUT_DIR/sweeps/<name>/
               workers:int=2, # LocalCluster worker processes
@@ -199,17 +277,10 @@ def run_sweep(src, # sweep file or bundled name
               sweep_dir=None, # exact sweep folder (default: OUTPUT_DIR/sweeps/<name>)
              )->SweepResult:
     "Run a sweep on Dask; skips runs already completed with the same config; writes the report."
-    from distributed import wait
-    from tqdm.auto import tqdm
     log_to_console()
     sw, path = (src, None) if isinstance(src, Sweep) else load_sweep(src)
     if sw.name is None: sw.name = 'sweep'
-    specs = expand(sw, path, overrides)
-    if only:
-        names = [s.name for s in specs]
-        for o in only:
-            if o not in names: raise ConfigError(f'--only {o}: no such run in {path}{did_you_mean(o, names)}')
-        specs = [s for s in specs if s.name in only]
+    specs = _select(expand(sw, path, overrides), only, path)
     if scheduler: _reachable(scheduler)   # before anything is written
     sweep_dir = Path(sweep_dir or Path(output_dir)/'sweeps'/sw.name).resolve()
     (sweep_dir/'runs').mkdir(parents=True, exist_ok=True)
@@ -219,10 +290,7 @@ def run_sweep(src, # sweep file or bundled name
     for s in specs:
         if s not in todo: log.info(f'{s.name}: completed before with the same config, skipped')
     timeout = cell_timeout if cell_timeout is not None else sw.cell_timeout
-    need_gpu = any('GPU' in s.resources for s in todo)
-    if need_gpu and not scheduler:
-        import torch
-        if not torch.cuda.is_available(): raise TrainbenchError('a run needs a GPU and this machine has none; give --scheduler of a cluster with GPU workers')
+    need_gpu = _needs_gpu(todo, scheduler)
     def save():
         state.update(name=sw.name, sweep_file=str(path) if path else None)
         write_json(sweep_dir/'sweep.json', state)
@@ -231,63 +299,14 @@ def run_sweep(src, # sweep file or bundled name
         # on the embedded cluster, runs share this machine's cores instead of each taking all of them
         threads = None if scheduler else max(1, (os.cpu_count() or 1) // workers)
         with dask_client(workers, scheduler, gpus=int(need_gpu)) as client:
-            run_dirs = {}
-            for s in todo:
-                run_dir = sweep_dir/'runs'/s.name
-                if run_dir.exists() and any(run_dir.iterdir()):   # an earlier, failed or changed attempt: kept beside
-                    run_dir = next(run_dir.with_name(f'{s.name}_{k}') for k in itertools.count(1)
-                                   if not run_dir.with_name(f'{s.name}_{k}').exists())
-                run_dirs[s.name] = run_dir
-                state['runs'][s.name] = {'hash': s.hash, 'status': 'queued', 'run_dir': str(run_dir)}
+            run_dirs = {s.name: _run_dir(sweep_dir, s.name) for s in todo}
+            for s in todo: state['runs'][s.name] = {'hash': s.hash, 'status': 'queued', 'run_dir': str(run_dirs[s.name])}
             save()
-            # The cluster gets one run per worker thread at a time, the next as one finishes. Submitted all at once, runs
-            # are spread over the workers when submitted (independent tasks with distinct keys are not queued on the
-            # scheduler), and one waited behind another while a worker sat idle: the demo's iqa, for minutes.
-            slots, queue, futs = max(1, sum(client.nthreads().values())), list(todo), {}
-            def submit():
-                while queue and len(pending) < slots:
-                    s = queue.pop(0)
-                    f = client.submit(execute_run, s.model_dump(), str(run_dirs[s.name]), timeout, os.getcwd(), threads, pure=False,
-                                      key=f'{_safe(sw.name)}-{s.name}-{time.time_ns()}', resources=s.resources or None)
-                    futs[f] = s; pending.add(f)
-            pending = set()
-            submit()
-            tty, last = sys.stderr.isatty(), time.time()   # without a terminal: a progress line every 30 s instead of a bar
-            with tqdm(total=len(todo), desc=f'sweep {sw.name}', unit='run', file=sys.stderr, dynamic_ncols=True, disable=not tty) as bar:
-                while pending:
-                    try: done, pending = wait(pending, timeout=2, return_when='FIRST_COMPLETED')
-                    except TimeoutError: done = set()
-                    for f in done:
-                        s = futs[f]
-                        entry = state['runs'][s.name]
-                        try: entry.update(f.result())
-                        except Exception as e:   # e.g. KilledWorker: the scheduler gave up on it
-                            entry.update(status='failed', error=f'{type(e).__name__}: {" ".join(str(e).split())[:500]}')
-                            if Path(entry['run_dir']).exists() and read_summary(entry['run_dir']).get('status') in (None, 'running'):
-                                update_summary(entry['run_dir'], status='failed', error=entry['error'])
-                        log.info(f"{s.name}: {entry['status']}" + (f" ({entry.get('error')})" if entry.get('error') else ''))
-                        save(); bar.update(1)
-                    submit()
-                    running = {s.name: _epochs(state['runs'][s.name]['run_dir'], s.config) for f, s in futs.items()
-                               if f in pending and read_summary(state['runs'][s.name]['run_dir']).get('status') == 'running'}
-                    bar.set_postfix_str(', '.join(f'{k} {v}' for k, v in running.items())[:120])
-                    if not tty and time.time() - last >= 30:
-                        last = time.time()
-                        log.info(f'sweep {sw.name}: {len(todo) - len(pending) - len(queue)}/{len(todo)} runs done; running (epochs): '
-                                 + (', '.join(f'{k} {v}' for k, v in running.items()) or 'none yet'))
+            _run_all(client, sw, todo, run_dirs, state, save, timeout, threads)
     save()
-    from trainbench.compare import write_report
-    dirs = [state['runs'][s.name]['run_dir'] for s in specs if Path(state['runs'].get(s.name, {}).get('run_dir', '/nonexistent')).exists()]
-    report = write_report(dirs, sweep_dir, title=f'Sweep {sw.name}') if dirs else None
-    counts = {}
-    for s in specs: counts[state['runs'][s.name]['status']] = counts.get(state['runs'][s.name]['status'], 0) + 1
-    log.info(f'Sweep {sw.name}: ' + ', '.join(f'{n} {k}' for k, n in counts.items()) + (f'; report: {report}' if report else ''))
-    return SweepResult(dir=sweep_dir, runs={s.name: state['runs'][s.name] for s in specs}, report=report)
+    return _finish(sw, specs, state, sweep_dir)
 
-# %% ../nbs/81_sweep.ipynb #379b810f
-DEMO_BARS = {'classify': ('accuracy', 0.9), 'rank': ('accuracy', 0.8), 'iqa': ('srcc', 0.8),
-             'segment': ('iou', 0.5), 'multilabel': ('mean_auc', 0.8)}
-
+# %% ../nbs/81_sweep.ipynb #5bfe2b93
 def run_demo(data_dir='data', # where the synthetic datasets are (or are generated)
              output_dir='outputs', # the sweep goes to OUTPUT_DIR/demo/<time>/
              workers:int=2)->tuple:
@@ -295,8 +314,9 @@ def run_demo(data_dir='data', # where the synthetic datasets are (or are generat
     import pandas as pd
     from trainbench.task import get_task
     sw, _ = load_sweep('demo')
+    tasks = {}   # experiment name -> task
     for name, ov in sw.experiments.items():
-        task = load_config(ov.get('base', sw.base)).task
+        task = tasks[name] = load_config(ov.get('base', sw.base)).task
         root = Path(data_dir)/name
         if not root.exists() or not any(root.iterdir()):
             log.info(f'Generating the {task} dataset in {root}')
@@ -305,7 +325,7 @@ def run_demo(data_dir='data', # where the synthetic datasets are (or are generat
     res = run_sweep(sw, sweep_dir=Path(output_dir)/'demo'/time.strftime('%Y%m%d-%H%M%S'), workers=workers)
     rows = []
     for name, r in res.runs.items():
-        metric, bar = DEMO_BARS.get(name, (None, None))
+        metric, bar = (get_task(tasks[name]).demo_bar if name in tasks else None) or (None, None)
         value = read_summary(r['run_dir']).get('results', {}).get(metric) if metric else None
         rows.append({'task': name, 'status': r['status'], 'metric': metric, 'value': value, 'bar': bar,
                      'learned': value is not None and value >= bar, 'seconds': r.get('seconds')})
