@@ -1,5 +1,10 @@
-"End-to-end test helpers: a small synthetic dataset, and the CLI run in-process or as a real process."
-import contextlib, io, os, subprocess, sys
+"""End-to-end test helpers: each task's small synthetic dataset and one shared tiny run, and the CLI in-process or as a process.
+
+`task_data(task)` writes a task's dataset once per session; `task_run(task)` trains one tiny `TASK/quick` run once per
+session, shared by every test that only reads a run (evaluate, predict, export, results keys...). Tests that change a
+run or its data (resume, bad input) copy the data and train their own, as small as they can.
+"""
+import contextlib, io, os, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -8,23 +13,35 @@ from trainbench.cli import main
 from trainbench.task import get_task
 
 BIN = Path(sys.executable).parent
+TASKS = ('classify', 'rank', 'iqa', 'segment', 'multilabel')
 # Settings that make a classify run take seconds: small images, two epochs, no TensorBoard.
 FAST = ['data.img_size=32', 'training.epochs=2', 'output.tensorboard=false']
-
-
-@pytest.fixture(scope='session')
-def shapes(tmp_path_factory):
-    "A small synthetic classify dataset: 12 training images per class, 4 each for val and test."
-    return get_task('classify').synth(tmp_path_factory.mktemp('data')/'shapes', n=12, seed=0)
-
-
-@pytest.fixture(scope='session')
-def shapes_noval(tmp_path_factory):
-    "The same kind of dataset without a val/ folder."
-    import shutil
-    root = get_task('classify').synth(tmp_path_factory.mktemp('data')/'noval', n=12, seed=1)
-    shutil.rmtree(root/'val')
-    return root
+# The size of each task's synthetic dataset (`trainbench synth TASK DEST --n N`, seed 0).
+SYNTH_N = {'classify': 12, 'rank': 40, 'iqa': 6, 'segment': 12, 'multilabel': 160}
+# Per task: settings of a run in seconds (small images, few epochs, no TensorBoard).
+TINY = {
+    'classify': ['data.img_size=32', 'training.epochs=2', 'output.tensorboard=false'],
+    'rank': ['training.epochs=2', 'output.tensorboard=false'],
+    'iqa': ['training.epochs=2', 'data.train_patch_num=1', 'data.val_patch_num=4', 'output.tensorboard=false'],
+    'segment': ['data.img_size=32', 'training.batch_size=8', 'model.decoder_ff=64', 'training.epochs=2', 'output.tensorboard=false'],
+    'multilabel': ['data.img_size=32', 'data.val_pct=0.2', 'phase1.epochs=2', 'phase1.freeze_epochs=1', 'phase2.epochs=1',
+                   'phase1.batch_size=32', 'phase2.batch_size=32', 'memory.bank_size=32', 'output.tensorboard=false'],
+}
+# The data of each task's shared run: SYNTH_N unless given here (None: the task's default size). classify learns to
+# 90% test accuracy only with enough images (32-px images or 12 per class leave it near 70%), so it keeps the template's
+# defaults: 100 images per class at 64 px, 12 epochs.
+SHARED_N = {'classify': None}
+# The shared run of each task: what the tests that read it need (TensorBoard where its logs are tested, enough epochs to
+# learn where learning is asserted, the iqa schedule's three phases, the segment per-prompt metrics, the multilabel LR finder).
+SHARED = {
+    'classify': [],
+    'rank': ['output.tensorboard=false'],
+    'iqa': ['training.epochs=10', 'data.train_patch_num=1', 'data.val_patch_num=4', 'training.save_all_epochs=true',
+            'output.tensorboard=false'],
+    'segment': ['data.img_size=32', 'training.batch_size=8', 'model.decoder_ff=64', 'training.epochs=4', 'training.checkpoint_every=2',
+                'eval.per_prompt=true'],
+    'multilabel': TINY['multilabel'] + ['phase1.use_lr_finder=true', 'phase1.lr_finder_iters=8', 'phase2.loss=asl'],
+}
 
 
 def cli(*args):
@@ -55,8 +72,66 @@ def error_line(stderr):
     return lines[-1]
 
 
+def last_line(out): return Path(out.strip().splitlines()[-1])
+
+
+def data_sets(task, root, cache_dir):
+    "The --set overrides that point a `task` run at dataset `root` (and, for rank, at a feature cache)."
+    return [f'data.root_dir={root}'] + ([f'data.cache_dir={cache_dir}'] if task == 'rank' else [])
+
+
 @pytest.fixture(scope='session')
-def phototriage(tmp_path_factory):
-    "A small synthetic PhotoTriage release: 40 series of 4 photos."
-    from trainbench.readers.pairs import synth_phototriage
-    return synth_phototriage(tmp_path_factory.mktemp('data')/'pt', n_series=40, photos=4, seed=0)
+def task_data(tmp_path_factory):
+    "(task, n=SYNTH_N[task]) -> the root of its synthetic dataset (`trainbench synth TASK --n N`), written on first use."
+    made = {}
+    def get(task, n=...):
+        n = SYNTH_N[task] if n is ... else n
+        if (task, n) not in made:
+            code, out, err = cli('synth', task, tmp_path_factory.mktemp('data')/task, *(['--n', n] if n else []))
+            assert code == 0, err
+            made[task, n] = last_line(out)
+        return made[task, n]
+    return get
+
+
+@pytest.fixture(scope='session')
+def task_run(task_data, tmp_path_factory):
+    "task -> (run directory, stderr) of one `trainbench train TASK/quick` run with SHARED[task], trained on first use."
+    made = {}
+    def get(task):
+        if task not in made:
+            tmp = tmp_path_factory.mktemp(f'run_{task}')
+            code, out, err = cli('train', f'{task}/quick', *sets(*data_sets(task, task_data(task, SHARED_N.get(task, ...)), tmp/'cache'), *SHARED[task]),
+                                 '--output-dir', tmp/'out')
+            assert code == 0, err
+            made[task] = last_line(out), err
+        return made[task]
+    return get
+
+
+@pytest.fixture(scope='session')
+def shapes(task_data): return task_data('classify')
+
+
+@pytest.fixture(scope='session')
+def phototriage(task_data): return task_data('rank')
+
+
+@pytest.fixture(scope='session')
+def kadid(task_data): return task_data('iqa')
+
+
+@pytest.fixture(scope='session')
+def walls(task_data): return task_data('segment')
+
+
+@pytest.fixture(scope='session')
+def cxr(task_data): return task_data('multilabel')
+
+
+@pytest.fixture(scope='session')
+def shapes_noval(tmp_path_factory):
+    "A classify dataset without a val/ folder."
+    root = get_task('classify').synth(tmp_path_factory.mktemp('data')/'noval', n=12, seed=1)
+    shutil.rmtree(root/'val')
+    return root

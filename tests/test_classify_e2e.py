@@ -1,30 +1,25 @@
 "A new user's path: generate the data, train classify/quick from the CLI, evaluate, export."
 import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
 
-from conftest import run_cli, sets
+from conftest import cli, error_line
 
 ARTIFACTS = {'config.yaml', 'train.log', 'metrics.json', 'history.csv', 'history.png', 'best_model.pth',
              'final_model.pth', 'summary.json', 'results.json', 'predictions.csv', 'tensorboard'}
 
 
 @pytest.fixture(scope='module')
-def quick_run(tmp_path_factory):
-    "`trainbench synth classify` then `trainbench train classify/quick`, as processes."
-    tmp = tmp_path_factory.mktemp('quick')
-    synth = run_cli('synth', 'classify', tmp/'data')
-    assert synth.returncode == 0, synth.stderr
-    res = run_cli('train', 'classify/quick', *sets(f'data.root_dir={tmp/"data"}'), '--output-dir', tmp/'outputs')
-    assert res.returncode == 0, res.stderr
-    return res
+def quick_run(task_run):
+    "The session's `trainbench train classify/quick` run at the template's defaults (it must learn): (run directory, stderr)."
+    return task_run('classify')
 
 
 def test_quick_run_learns_and_writes_every_artifact(quick_run):
-    run_dir = quick_run.stdout.strip().splitlines()[-1]       # the run directory is the last stdout line
-    from pathlib import Path
-    run_dir = Path(run_dir)
+    run_dir, _ = quick_run
     assert run_dir.parent.name == 'quick' and run_dir.name.startswith('lr3e-3_bs16_ep12_val0.1_seed42')
     assert ARTIFACTS <= {p.name for p in run_dir.iterdir()}
     summary = json.loads((run_dir/'summary.json').read_text())
@@ -46,9 +41,7 @@ def test_quick_run_learns_and_writes_every_artifact(quick_run):
 
 
 def test_console_and_log_carry_the_reference_lines(quick_run):
-    from pathlib import Path
-    run_dir = Path(quick_run.stdout.strip().splitlines()[-1])
-    err = quick_run.stderr
+    run_dir, err = quick_run
     for line in ['[data] Found 4 classes:', '[data] Model: resnet18, Parameters: 11.2M (11.2M trainable)',
                  '[train] Epoch 1/12', '[train]   Train: loss=', '[train]   Val:   loss=',
                  '[train]   Saved best model (val_acc=', '[train] Best validation accuracy:', '[train] Total training time:',
@@ -60,27 +53,26 @@ def test_console_and_log_carry_the_reference_lines(quick_run):
     assert log[0][:4].isdigit()
 
 
-def test_evaluate_writes_results_and_predictions(quick_run):
-    from pathlib import Path
-    run_dir = Path(quick_run.stdout.strip().splitlines()[-1])
-    res = run_cli('evaluate', run_dir, '--split', 'val')
-    assert res.returncode == 0, res.stderr
+def test_evaluate_writes_results_and_predictions(quick_run, tmp_path):
+    import shutil
+    run_dir = Path(shutil.copytree(quick_run[0], tmp_path/'run'))          # results.json is removed: on a copy
+    code, out, err = cli('evaluate', run_dir, '--split', 'val')
+    assert code == 0, err
     val = json.loads((run_dir/'results_val.json').read_text())
     assert val['split'] == 'val' and val['n'] == 4*33 and val['accuracy'] >= 0.9
-    assert json.loads(res.stdout)['accuracy'] == val['accuracy']
+    assert json.loads(out)['accuracy'] == val['accuracy']
     (run_dir/'results.json').unlink()
-    assert run_cli('evaluate', run_dir).returncode == 0
+    assert cli('evaluate', run_dir)[0] == 0
     assert json.loads((run_dir/'results.json').read_text())['split'] == 'test'
 
 
 @pytest.mark.parametrize('fmt', ['torchscript', 'onnx'])
 def test_export_reproduces_pytorch(quick_run, fmt):
-    from pathlib import Path
     import numpy as np
-    run_dir = Path(quick_run.stdout.strip().splitlines()[-1])
-    res = run_cli('export', run_dir, '--format', fmt)
-    assert res.returncode == 0, res.stderr
-    path = Path(res.stdout.strip())
+    run_dir, _ = quick_run
+    code, out, err = cli('export', run_dir, '--format', fmt)
+    assert code == 0, err
+    path = Path(out.strip())
     assert path == run_dir/('model.pt' if fmt == 'torchscript' else 'model.onnx')
     # an independent check on fresh inputs, with a batch size other than the export's
     from trainbench.models import create_classifier
@@ -95,18 +87,8 @@ def test_export_reproduces_pytorch(quick_run, fmt):
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
-def test_predict_agrees_with_evaluation(quick_run, tmp_path):
-    "`trainbench predict` needs only the run directory, and gives the label and probability evaluation gave."
-    from pathlib import Path
-    run_dir = Path(quick_run.stdout.strip().splitlines()[-1])
-    preds = pd.read_csv(run_dir/'predictions.csv').head(3)
-    res = run_cli('predict', run_dir, *preds.file)
-    assert res.returncode == 0, res.stderr
-    lines = [dict(kv.split('=') for kv in line.split('\t')[1:]) | {'image': line.split('\t')[0]}
-             for line in res.stdout.strip().splitlines()]
-    assert [l['image'] for l in lines] == list(preds.file)
-    assert [l['label'] for l in lines] == list(preds.prediction)
-    for l, (_, p) in zip(lines, preds.iterrows()):
-        assert abs(float(l['prob']) - p[f"prob_{p.prediction}"]) < 1e-3
-    bad = run_cli('predict', run_dir, tmp_path/'missing.jpg')
-    assert bad.returncode == 1 and bad.stderr.strip() == f"error: predict: image not found: {tmp_path/'missing.jpg'}"
+def test_predict_of_a_missing_image(quick_run, tmp_path):
+    "`trainbench predict` needs only the run directory (its agreement with evaluation: test_tasks.py); a missing image is named."
+    run_dir, _ = quick_run
+    code, _, err = cli('predict', run_dir, tmp_path/'missing.jpg')
+    assert code == 1 and error_line(err) == f"error: predict: image not found: {tmp_path/'missing.jpg'}"

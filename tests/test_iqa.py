@@ -12,25 +12,10 @@ from conftest import cli, error_line, sets
 from trainbench.task import get_task
 from trainbench.runs import load_checkpoint
 
-TINY = ['training.epochs=10', 'data.train_patch_num=1', 'data.val_patch_num=4', 'training.save_all_epochs=true',
-        'output.tensorboard=false']
-
-
 @pytest.fixture(scope='module')
-def kadid(tmp_path_factory):
-    "`trainbench synth iqa`: 6 reference images x 35 distortions."
-    dest = tmp_path_factory.mktemp('iqa')/'kadid'
-    code, out, err = cli('synth', 'iqa', dest, '--n', 6)
-    assert code == 0, err
-    return Path(out.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope='module')
-def iqa_run(kadid, tmp_path_factory):
-    "iqa/quick for 10 epochs on the tiny synthetic set, every epoch kept: the schedule's three phases."
-    code, out, err = cli('train', 'iqa/quick', *sets(f'data.root_dir={kadid}', *TINY), '--output-dir', tmp_path_factory.mktemp('out'))
-    assert code == 0, err
-    return Path(out.strip().splitlines()[-1]), err
+def iqa_run(task_run):
+    "The session's iqa/quick run: 10 epochs on the tiny synthetic set, every epoch kept: the schedule's three phases."
+    return task_run('iqa')
 
 
 def test_run_directory(iqa_run):
@@ -193,12 +178,3 @@ def test_small_image_is_upscaled_with_a_warning(kadid, tmp_path):
     code, out, err = _train(root, tmp_path, 'data.train_patch_num=1', 'data.val_patch_num=1')
     assert code == 0, err
     assert f"{root/'images'/'R02_01_01.png'}: 40x30 is smaller than the 64-px patch; upscaled to 86x64" in err
-
-
-def test_experiment_notebook(kadid, tmp_path):
-    from trainbench.experiments import run_notebook
-    run_dir = run_notebook('iqa/quick', {'data.root_dir': str(kadid), 'training.epochs': 1, 'data.train_patch_num': 1,
-                                         'data.val_patch_num': 1}, output_dir=tmp_path)
-    assert json.loads((run_dir/'summary.json').read_text())['status'] == 'completed'
-    nb = json.loads((run_dir/'train_iqa.ipynb').read_text())
-    assert all(c.get('execution_count') for c in nb['cells'] if c['cell_type'] == 'code')

@@ -6,32 +6,17 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import cli, error_line, sets
+from conftest import TINY as CONFTEST_TINY, cli, error_line, sets
 from trainbench.readers.chestxray import LABELS, read_chestxray, read_list, synth_chestxray
 from trainbench.task import get_task
 
-# A run in seconds: 32-px films, 2 phase-1 epochs (one frozen), 1 phase-2 epoch, a small bank.
-TINY = ['data.img_size=32', 'data.val_pct=0.2', 'phase1.epochs=2', 'phase1.freeze_epochs=1', 'phase2.epochs=1',
-        'phase1.batch_size=32', 'phase2.batch_size=32', 'memory.bank_size=32', 'output.tensorboard=false']
+TINY = CONFTEST_TINY['multilabel']   # a run in seconds: 32-px films, 2 phase-1 epochs (one frozen), 1 phase-2 epoch, a small bank
 
 
 @pytest.fixture(scope='module')
-def cxr(tmp_path_factory):
-    "`trainbench synth multilabel`: a small synthetic release."
-    root = tmp_path_factory.mktemp('ml')/'cxr'
-    code, out, err = cli('synth', 'multilabel', root, '--n', 160)
-    assert code == 0, err
-    return root
-
-
-@pytest.fixture(scope='module')
-def run(cxr, tmp_path_factory):
-    "One tiny two-phase run through the CLI, with the LR finder on: the run directory and its stderr."
-    out = tmp_path_factory.mktemp('runs')
-    code, stdout, err = cli('train', 'multilabel/quick', *sets(f'data.root_dir={cxr}', *TINY, 'phase1.use_lr_finder=true',
-                                                               'phase1.lr_finder_iters=8', 'phase2.loss=asl'), '--output-dir', out)
-    assert code == 0, err
-    return Path(stdout.strip().splitlines()[-1]), err
+def run(task_run):
+    "The session's tiny two-phase run through the CLI, with the LR finder on: the run directory and its stderr."
+    return task_run('multilabel')
 
 
 def test_two_phase_run_keeps_both_phases(run):
@@ -202,12 +187,3 @@ def test_every_template_loads():
     for n in names:
         cfg = load_config(n)
         assert cfg.training.epochs == cfg.phase1.epochs + cfg.phase2.epochs
-
-
-def test_experiment_notebook_under_papermill(cxr, tmp_path):
-    from trainbench.experiments import run_notebook
-    over = {'data.root_dir': str(cxr), **dict(o.split('=', 1) for o in TINY), 'phase1.epochs': 1, 'phase1.freeze_epochs': 0}
-    run_dir = run_notebook('multilabel/quick', over, output_dir=tmp_path)
-    assert json.loads((run_dir/'summary.json').read_text())['status'] == 'completed'
-    nb = json.loads((run_dir/'train_multilabel.ipynb').read_text())
-    assert all(c.get('execution_count') for c in nb['cells'] if c['cell_type'] == 'code')

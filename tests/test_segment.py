@@ -15,23 +15,10 @@ from trainbench.learner import TaskData, train
 TINY = ['data.img_size=32', 'training.batch_size=8', 'model.decoder_ff=64']
 
 
-@pytest.fixture(scope='session')
-def walls(tmp_path_factory):
-    "`trainbench synth segment` at a small size: taping (COCO boxes), cracks (DeepCrack folders), cracks_coco (COCO polygons)."
-    dest = tmp_path_factory.mktemp('data')/'walls'
-    code, out, err = cli('synth', 'segment', dest, '--n', 12)
-    assert code == 0, err
-    return Path(out.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope='session')
-def quick_run(walls, tmp_path_factory):
-    "One `trainbench train segment/quick` run, shared by the tests that read its outputs."
-    out = tmp_path_factory.mktemp('runs')
-    code, stdout, err = cli('train', 'segment/quick', *sets(f'data.root_dir={walls}', *TINY, 'training.epochs=4',
-                                                             'training.checkpoint_every=2', 'eval.per_prompt=true'), '--output-dir', out)
-    assert code == 0, err
-    return Path(stdout.strip().splitlines()[-1]), err
+@pytest.fixture(scope='module')
+def quick_run(task_run):
+    "The session's segment/quick run (4 epochs, checkpoint_every=2, per-prompt metrics): (run directory, stderr)."
+    return task_run('segment')
 
 
 def test_run_directory_results_and_summary(quick_run):
@@ -183,12 +170,3 @@ def test_empty_prompt_list(walls, tmp_path):
     code, _, err = _train_cli(tmp_path, 'data.datasets=[{name: cracks, prompts: []}]')
     assert code != 0 and "dataset 'cracks' has an empty prompt list" in error_line(err)
     assert 'data.datasets.prompts' in error_line(err)
-
-
-def test_experiment_notebook_under_papermill(walls, tmp_path):
-    from trainbench.experiments import run_notebook
-    run_dir = run_notebook('segment/quick', {'data.root_dir': str(walls), 'data.img_size': 32, 'model.decoder_ff': 64,
-                                             'training.epochs': 1, 'output.tensorboard': False}, output_dir=tmp_path)
-    assert json.loads((run_dir/'summary.json').read_text())['status'] == 'completed'
-    nb = json.loads((run_dir/'train_segment.ipynb').read_text())
-    assert all(c.get('execution_count') for c in nb['cells'] if c['cell_type'] == 'code')

@@ -28,8 +28,8 @@ def test_local_sweep_failure_isolated_rerun_skips_completed_and_report(tiny_data
                                                         'broken': {'data.root_dir': str(tmp_path/'nowhere')}})
     # lr3 only shows in --list: running it would add time, not coverage
 
-    listed = run_cli('sweep', sweep, '--list')
-    assert listed.returncode == 0 and [l.split()[0] for l in listed.stdout.splitlines()[1:]] == ['lr1', 'lr3', 'broken']
+    code, listed, _ = cli('sweep', sweep, '--list')
+    assert code == 0 and [l.split()[0] for l in listed.splitlines()[1:]] == ['lr1', 'lr3', 'broken']
     res = run_cli('sweep', sweep, '--output-dir', tmp_path/'out', '--workers', '2', '--only', 'lr1', '--only', 'broken')
     assert res.returncode == 1, res.stderr          # one run failed: the sweep says so, after finishing the others
     sweep_dir = tmp_path/'out'/'sweeps'/'s'
@@ -51,9 +51,9 @@ def test_local_sweep_failure_isolated_rerun_skips_completed_and_report(tiny_data
     assert state2['broken']['run_dir'] != state['broken']['run_dir'] and broken.exists()   # rerun beside the failed one
     assert 'lr1: completed before with the same config, skipped' in again.stderr
 
-    cmp = run_cli('compare', sweep_dir/'runs', '--output', tmp_path/'c.csv')
-    assert cmp.returncode == 0, cmp.stderr
-    assert len(pd.read_csv(tmp_path/'c.csv')) == 3 and 'best accuracy:' in cmp.stdout
+    code, out, err = cli('compare', sweep_dir/'runs', '--output', tmp_path/'c.csv')
+    assert code == 0, err
+    assert len(pd.read_csv(tmp_path/'c.csv')) == 3 and 'best accuracy:' in out
 
 
 def test_sweep_bad_input_fails_before_anything_runs(tiny_data, tmp_path):
