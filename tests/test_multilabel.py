@@ -109,6 +109,9 @@ def test_resume_into_phase_2(cxr, tmp_path):
     assert [r['epoch'] for r in recs] == [1, 2, 3]
     assert (first.dir/'phase2_model.pth').exists() and resumed.summary['status'] == 'completed'
     assert 'mean_auc' in resumed.results
+    # the best of phase 1 carries into the resumed phase 2: best_model.pth is the best epoch of the whole run
+    best = resumed.summary['best_metrics']['valid_auc']['epoch']
+    assert torch.load(first.dir/'best_model.pth', weights_only=True)['epoch'] == best
 
 
 def test_splits_are_patient_wise_and_lists_keep_their_first_line(cxr):
