@@ -9,7 +9,7 @@ from pathlib import Path
 from fastcore.basics import patch
 from typing import List, Optional
 
-from ..core import ConfigError, DataError   # first: it quiets fastai's import-time warning
+from ..core import ConfigError   # first: it quiets fastai's import-time warning
 from ..config import BatchAugmentData, Config, DataConfig, ModelConfig
 from ..data import check_images, eval_dataloader, eval_transforms, make_dataloaders, open_image, resolve_batch_augment
 from ..readers.imagefolder import carve_val, read_image_folder, subsample_split

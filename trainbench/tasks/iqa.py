@@ -9,14 +9,14 @@ from pathlib import Path
 from fastcore.basics import patch
 from typing import List, Literal, Optional, Tuple, Union
 
-from ..core import ConfigError, TrainbenchError   # first: quiets fastai's import-time warning
+from ..core import TrainbenchError   # first: quiets fastai's import-time warning
 from ..config import Config, DataConfig, ModelConfig, TrainingConfig
 from ..data import check_images, eval_dataloader, make_dataloaders, subsample
 from ..readers.iqa import IQA_FORMATS, CropsDataset, ImageStore, PatchDataset, read_iqa, resized_cache, synth_kadid
 from ..learner import run_epoch
 from ..runs import results_title
 from ..task import Stage, Task, TaskData, register_task
-from ..models import count_params, create_backbone
+from ..models import create_backbone
 import numpy as np
 import pandas as pd
 import scipy.stats

@@ -11,7 +11,7 @@ from typing import List, Literal, Optional, Union
 
 from ..core import ConfigError   # first: quiets fastai's import-time warning
 from ..config import Config, DataConfig, ModelConfig, Section, TrainingConfig
-from ..data import (IMAGENET_MEAN, ImageDataset, check_images, eval_dataloader, make_dataloaders, normalize, normalize_batch,
+from ..data import (ImageDataset, check_images, eval_dataloader, make_dataloaders, normalize, normalize_batch,
                              open_image, resize, subsample)
 from ..features import CLIPFeatures, CNNFeatures, IQAFeatures, extract, file_digests
 from ..imagecache import DecodedImages, ImageCache

@@ -10,7 +10,7 @@ from fastcore.basics import patch
 import tempfile
 from typing import List, Literal, Optional
 
-from ..core import ConfigError, DataError, TrainbenchError   # first: quiets fastai's import-time warning
+from ..core import ConfigError, TrainbenchError   # first: quiets fastai's import-time warning
 from ..config import Config, DataConfig, ModelConfig, Section, TrainingConfig
 from ..data import eval_dataloader, make_dataloaders, open_image, subsample
 from ..imagecache import DecodedImages, ImageCache
