@@ -23,9 +23,12 @@ demo: $(STAMP)
 	$(BIN)/trainbench demo
 
 # nbdev_test runs two notebooks at a time on two cores: one torch thread each, not two each.
+# pytest runs in two worker processes, one torch thread each: while one waits on a kernel, a server or a subprocess,
+# the other trains. --dist loadfile keeps each file's tests (and its module fixtures) in one worker; the datasets and
+# shared runs of tests/conftest.py are made once for both.
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
-	$(BIN)/pytest tests
+	OMP_NUM_THREADS=1 $(BIN)/pytest tests -n 2 --dist loadfile
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=nbs

@@ -4,7 +4,7 @@
 session, shared by every test that only reads a run (evaluate, predict, export, results keys...). Tests that change a
 run or its data (resume, bad input) copy the data and train their own, as small as they can.
 """
-import contextlib, io, os, shutil, subprocess, sys
+import contextlib, io, json, os, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -80,32 +80,56 @@ def data_sets(task, root, cache_dir):
     return [f'data.root_dir={root}'] + ([f'data.cache_dir={cache_dir}'] if task == 'rank' else [])
 
 
+def _shared(tmp_path_factory, name):
+    """A folder every pytest process of this session shares, and a lock on it. `make test` runs pytest in two worker
+    processes (pytest-xdist), each its own session: the datasets and shared runs are made once, by whichever worker
+    asks first, in the folder above the workers' own, while the other waits on the lock."""
+    from filelock import FileLock
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+    (root/'shared').mkdir(exist_ok=True)
+    return root/'shared'/name, FileLock(str(root/'shared'/f'{name}.lock'))
+
+
+def _once(tmp_path_factory, name, make):
+    "make(folder) -> a JSON-able value, computed once per test session (across workers) and kept in folder/made.json."
+    folder, lock = _shared(tmp_path_factory, name)
+    with lock:
+        if not (folder/'made.json').exists():
+            shutil.rmtree(folder, ignore_errors=True)   # a worker that died half-way
+            folder.mkdir()
+            (folder/'made.json').write_text(json.dumps(make(folder)))
+    return json.loads((folder/'made.json').read_text())
+
+
 @pytest.fixture(scope='session')
 def task_data(tmp_path_factory):
     "(task, n=SYNTH_N[task]) -> the root of its synthetic dataset (`trainbench synth TASK --n N`), written on first use."
-    made = {}
+    def make(task, n):
+        def synth(folder):
+            code, out, err = cli('synth', task, folder/task, *(['--n', n] if n else []))
+            assert code == 0, err
+            return str(last_line(out))
+        return synth
     def get(task, n=...):
         n = SYNTH_N[task] if n is ... else n
-        if (task, n) not in made:
-            code, out, err = cli('synth', task, tmp_path_factory.mktemp('data')/task, *(['--n', n] if n else []))
-            assert code == 0, err
-            made[task, n] = last_line(out)
-        return made[task, n]
+        return Path(_once(tmp_path_factory, f'data_{task}_{n}', make(task, n)))
     return get
 
 
 @pytest.fixture(scope='session')
 def task_run(task_data, tmp_path_factory):
     "task -> (run directory, stderr) of one `trainbench train TASK/quick` run with SHARED[task], trained on first use."
-    made = {}
-    def get(task):
-        if task not in made:
-            tmp = tmp_path_factory.mktemp(f'run_{task}')
-            code, out, err = cli('train', f'{task}/quick', *sets(*data_sets(task, task_data(task, SHARED_N.get(task, ...)), tmp/'cache'), *SHARED[task]),
-                                 '--output-dir', tmp/'out')
+    def make(task):
+        def train(tmp):
+            code, out, err = cli('train', f'{task}/quick', *sets(*data_sets(task, task_data(task, SHARED_N.get(task, ...)), tmp/'cache'),
+                                                                 *SHARED[task]), '--output-dir', tmp/'out')
             assert code == 0, err
-            made[task] = last_line(out), err
-        return made[task]
+            return [str(last_line(out)), err]
+        return train
+    def get(task):
+        run_dir, err = _once(tmp_path_factory, f'run_{task}', make(task))
+        return Path(run_dir), err
     return get
 
 
