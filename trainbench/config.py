@@ -6,23 +6,34 @@
 from __future__ import annotations
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from .core import ConfigError, did_you_mean, write_text
 
 # %% auto #0
-__all__ = ['KEY_ALIASES', 'Section', 'DataConfig', 'BatchAugmentData', 'ModelConfig', 'TrainingConfig', 'OutputConfig', 'Config',
-           'key_lines', 'validate', 'parse_override', 'set_dotted', 'templates_dir', 'list_templates', 'find_config',
-           'reference_task', 'from_flat_params', 'read_yaml', 'load_config', 'config_to_yaml', 'save_config']
+__all__ = ['PathName', 'KEY_ALIASES', 'Section', 'DataConfig', 'BatchAugmentData', 'ModelConfig', 'TrainingConfig',
+           'OutputConfig', 'Config', 'key_lines', 'validate', 'parse_override', 'set_dotted', 'templates_dir',
+           'list_templates', 'find_config', 'reference_task', 'from_flat_params', 'read_yaml', 'load_config',
+           'config_to_yaml', 'save_config']
+
+# %% ../nbs/01_config.ipynb #fad0cca2
+def _one_component(name:str)->str:
+    "`name` unchanged, if it is one folder name; else a validation error."
+    if not name or name in ('.', '..') or '/' in name or '\\' in name or '\0' in name:
+        raise PydanticCustomError('path_component', "must be one folder name, without '/', '..' or an absolute path")
+    return name
+
+PathName = Annotated[str, AfterValidator(_one_component)]
 
 # %% ../nbs/01_config.ipynb #66d8306c
 class Section(BaseModel):
     "A config section: unknown keys are errors, and values are checked on assignment too."
     model_config = ConfigDict(extra='forbid', validate_assignment=True, validate_default=True,
-                              protected_namespaces=())
+                              protected_namespaces=(), allow_inf_nan=False)   # inf or NaN in a float is always a mistake
 
 class DataConfig(Section):
     root_dir: Path = Field(Path('data'), description="Dataset root; the files inside follow the task's on-disk format")
@@ -66,13 +77,13 @@ class TrainingConfig(Section):
 
 class OutputConfig(Section):
     dir: Path = Field(Path('outputs'), description='Runs go to DIR/<task>/<experiment_name>/<run_name>/')
-    run_name: Optional[str] = Field(None, description='Run folder name (null: built from lr, batch size, epochs, val split and seed)')
+    run_name: Optional[PathName] = Field(None, description='Run folder name (null: built from lr, batch size, epochs, val split and seed)')
     tensorboard: bool = Field(True, description='Write a TensorBoard log under the run directory')
 
 class Config(Section):
     "A whole run. Tasks subclass it, narrowing `task` and extending the sections."
     task: str = Field(description='Which training system: classify, rank, iqa, segment or multilabel')
-    experiment_name: str = Field('default', description='Groups runs: outputs/<task>/<experiment_name>/')
+    experiment_name: PathName = Field('default', description='Groups runs: outputs/<task>/<experiment_name>/')
     description: str = Field('', description='One line on what this config is for')
     seed: int = Field(42, description='Seeds Python, NumPy and torch; two CPU runs with the same seed give the same metrics')
     data: DataConfig = Field(default_factory=DataConfig)
