@@ -24,12 +24,18 @@ __all__ = ['log', 'IMAGENET_MEAN', 'IMAGENET_STD', 'open_image', 'load_image', '
            'subsample', 'default_num_workers', 'make_dataloaders', 'eval_dataloader', 'normalize_batch', 'BatchAugment',
            'resolve_batch_augment']
 
+# %% ../nbs/04_data.ipynb #315dddcb
+def open_image(path)->Image.Image:
+    "An image file, decoded, as an 8-bit RGB PIL image; 16-bit and 32-bit integer images scaled by their bit depth."
+    with Image.open(path) as im:
+        if not (im.mode.startswith('I;16') or im.mode == 'I'): return im.convert('RGB')
+        a = np.asarray(im)
+        bits = 16 if im.mode.startswith('I;16') or a.max(initial=0) < 2**16 else 32
+        a = np.clip(a.astype(np.float64) * (255 / (2**bits - 1)), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(a, 'L').convert('RGB')
+
 # %% ../nbs/04_data.ipynb #338689f0
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-def open_image(path)->Image.Image:
-    "An image file, decoded, as an RGB PIL image."
-    with Image.open(path) as im: return im.convert('RGB')
 
 def load_image(path)->torch.Tensor:
     "An image file as a uint8 RGB tensor of shape (3, H, W)."
