@@ -99,7 +99,7 @@ class PlateauScheduler(Callback):
         new = self.opt.hypers[-1]['lr']
         if new < old: log.info(f'  Reduced LR to {new:.3g} (no improvement of {self.monitor} for {self.patience+1} epochs)')
 
-# %% ../nbs/07_learner.ipynb #d39d85b6
+# %% ../nbs/07_learner.ipynb #53175a74
 def rng_state(learn:Learner=None)->dict:
     "The random generators' states, as tensors and plain values; with `learn`, its loaders' shuffling generators too."
     import random
@@ -229,7 +229,7 @@ class TensorBoardLog(Callback):
         self.writer.flush()
     def after_fit(self): self.after_train(); self.writer.close()   # (a stopped epoch's batches too)
 
-# %% ../nbs/07_learner.ipynb #54afdd1a
+# %% ../nbs/07_learner.ipynb #6d760a1a
 class NonFiniteLoss(TrainbenchError):
     "The training loss became NaN or infinite."
 
@@ -580,12 +580,12 @@ def _finish(run_dir, task, cfg, learn, data, seconds)->Run:
 def _run_start(task, cfg, run_dir, resume:bool):
     "(data, model, checkpoint, its epoch, held log records): everything a run needs, built before its folder is touched on resume."
     if not resume: return (*_setup(task, cfg), None, 0, [])
-    remove_stale_temps(run_dir)   # leftovers of a write that a kill interrupted; we hold the lock, so no writer is active
-    ckpt, start = _resume_point(run_dir)
     held = logging.handlers.BufferingHandler(1_000_000)   # this part's log lines go to train.log once the run can start
     held.setLevel(logging.DEBUG)
     core_logger.addHandler(held)
     try:
+        remove_stale_temps(run_dir)   # leftovers of a write that a kill interrupted; we hold the lock, so no writer is active
+        ckpt, start = _resume_point(run_dir)
         log.info(f'Resuming {run_dir} after epoch {start}')
         data, model = _setup(task, cfg, without_pretrained(cfg) if ckpt else None)
         if ckpt: load_weights(model, ckpt['model'], Path(run_dir)/'final_model.pth')

@@ -151,7 +151,9 @@ def load_checkpoint(path)->dict:
     path = Path(path)
     if not path.exists(): raise TrainbenchError(f'{path}: checkpoint not found')
     try: return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise TrainbenchError(f'{path}: cannot load checkpoint ({type(e).__name__}: {e})') from None
+    except Exception as e:   # torch's messages run to several sentences (a refused pickle's to a page): the first one says it
+        first = str(e).strip().split('\n')[0].split('. ')[0]
+        raise TrainbenchError(f'{path}: cannot load checkpoint ({type(e).__name__}: {first}); it is damaged, or not a checkpoint') from None
 
 def run_config(run_dir):
     "The resolved config of an existing run directory."
