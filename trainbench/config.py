@@ -4,6 +4,7 @@
 
 # %% ../nbs/01_config.ipynb #647c7321
 from __future__ import annotations
+import difflib
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
@@ -20,7 +21,7 @@ __all__ = ['PathName', 'KEY_ALIASES', 'Section', 'DataConfig', 'BatchAugmentData
            'list_templates', 'find_config', 'reference_task', 'from_flat_params', 'read_yaml', 'load_config',
            'config_to_yaml', 'save_config']
 
-# %% ../nbs/01_config.ipynb #fad0cca2
+# %% ../nbs/01_config.ipynb #deaadaaf
 def _one_component(name:str)->str:
     "`name` unchanged, if it is one folder name; else a validation error."
     if not name or name in ('.', '..') or '/' in name or '\\' in name or '\0' in name:
@@ -126,8 +127,10 @@ def _describe(err, cls)->str:
     if err['type'] == 'extra_forbidden':
         parent = _section_at(cls, loc[:-1])
         valid = list(parent.model_fields) if parent else []
-        alias = KEY_ALIASES.get(loc[-1])
-        hint = f" (did you mean '{alias}'?)" if alias in valid else did_you_mean(loc[-1], valid)
+        # the reference systems' names count as near misses too: 'learnin_rate' is closest to 'learning_rate', meaning 'lr'
+        aliases = {a: t for a, t in KEY_ALIASES.items() if t in valid}
+        close = difflib.get_close_matches(loc[-1], valid + list(aliases), n=1, cutoff=0.5)
+        hint = f" (did you mean '{aliases.get(close[0], close[0])}'?)" if close else ''
         return f"{key}: unknown key{hint}"
     if err['type'] == 'missing': return f"{key}: missing required key"
     return f"{key}: {err['msg'][0].lower()}{err['msg'][1:]} (got {err['input']!r})"
@@ -238,6 +241,8 @@ def load_config(src, # a bundled template name, a YAML path, a dict, or a `Confi
         k, v = parse_override(o) if isinstance(o, str) else o
         set_dotted(d, k, v)
         origin[k] = f'--set {o if isinstance(o, str) else f"{k}={v}"}'
+        for parent in [k.rsplit('.', i)[0] for i in range(1, k.count('.') + 1)]:   # a new section is the --set's too
+            origin.setdefault(parent, origin[k])
     if 'task' not in d: raise ConfigError(f"{_where('', origin)}missing key 'task' (one of classify, rank, iqa, segment, multilabel)")
     from trainbench.task import get_task
     return validate(get_task(str(d['task'])).Config, d, origin)

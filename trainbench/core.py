@@ -39,6 +39,13 @@ def did_you_mean(name:str, # the unknown name
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 # %% ../nbs/00_core.ipynb #aefa265e
+def _disk_full(e:Exception, folder)->bool:
+    "Whether the write that raised `e` in `folder` failed because the disk is full."
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC: return True
+    try: st = os.statvfs(folder)   # torch.save reports a full disk as 'unexpected pos ...': look at the disk itself
+    except OSError: return False
+    return st.f_bavail * st.f_frsize < 1 << 16
+
 def atomic_write(path, # the file to (over)write
                  write:Callable, # called with the open temporary file
                  mode:str='w', # 'w' for text, 'wb' for bytes
@@ -54,9 +61,9 @@ def atomic_write(path, # the file to (over)write
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException as e:
+        full = isinstance(e, Exception) and _disk_full(e, path.parent)   # asked before the temporary file frees its space
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC or 'No space left' in str(e):   # torch.save words it its own way
-            raise TrainbenchError(f'No space left on device: {path}') from None
+        if full: raise TrainbenchError(f'No space left on device: {path}') from None
         raise
     return path
 
@@ -86,7 +93,7 @@ def read_json(path):
     "Read a JSON file."
     return json.loads(Path(path).read_text(encoding='utf-8'))
 
-# %% ../nbs/00_core.ipynb #9751be33
+# %% ../nbs/00_core.ipynb #218b8275
 def unique_stems(files:list, # input paths
                 )->list: # one distinct name per distinct file, in order
     "Each file's stem, prefixed with its parent folders (`a_img`) where another input has the same stem."
