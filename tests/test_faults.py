@@ -270,3 +270,58 @@ def test_damaged_feature_cache_is_told_once(task_data, tmp_path):
     finally: logging.getLogger('trainbench.features').removeHandler(h)
     assert sum('damaged cache' in m for m in seen) == 1, seen
     np.testing.assert_allclose(again, first, rtol=1e-5)
+
+
+def test_set_typos_are_blamed_on_the_set_with_a_useful_hint():
+    code, _, err = cli('train', 'classify/quick', *sets('trainin.lr=1'))
+    assert code != 0 and error_line(err) == "error: --set trainin.lr=1: trainin: unknown key (did you mean 'training'?)"
+    code, _, err = cli('train', 'classify/quick', *sets('training.learnin_rate=1'))
+    assert code != 0 and error_line(err) == "error: --set training.learnin_rate=1: training.learnin_rate: unknown key (did you mean 'lr'?)"
+
+
+def test_duplicate_entries_are_named(task_data, tmp_path):
+    import pandas as pd
+    from trainbench.core import DataError
+    from trainbench.readers.chestxray import read_chestxray
+    from trainbench.readers.iqa import KONIQ_CSV, read_kadid, read_koniq
+    kadid = Path(shutil.copytree(task_data('iqa'), tmp_path/'kadid'))                # one KADID image under two references
+    df = pd.read_csv(kadid/'dmos.csv', dtype=str)
+    other = next(r for r in df.ref_img if r != df.ref_img[0])
+    pd.concat([df, df.iloc[[0]].assign(ref_img=other)]).to_csv(kadid/'dmos.csv', index=False)
+    with pytest.raises(DataError, match=rf"dmos.csv:{len(df) + 2}: image {df.dist_img[0]} is listed twice \(also at .*dmos.csv:2\)"):
+        read_kadid(kadid)
+    koniq = tmp_path/'koniq'; (koniq/'512x384').mkdir(parents=True)                  # a KonIQ image scored twice
+    for n in ('a.jpg', 'b.jpg'): Image.new('RGB', (8, 8)).save(koniq/'512x384'/n)
+    pd.DataFrame({'image_name': ['a.jpg', 'b.jpg', 'a.jpg'], 'MOS_zscore': [1, 2, 3]}).to_csv(koniq/KONIQ_CSV, index=False)
+    with pytest.raises(DataError, match=rf'{KONIQ_CSV}:4: image a.jpg is listed twice \(also at .*:2\)'): read_koniq(koniq)
+    cxr = Path(shutil.copytree(task_data('multilabel'), tmp_path/'cxr'))               # a repeated line of train_val_list.txt
+    lines = (cxr/'train_val_list.txt').read_text().splitlines()
+    (cxr/'train_val_list.txt').write_text('\n'.join(lines + lines[:1]) + '\n')
+    with pytest.raises(DataError, match=rf'train_val_list.txt:{len(lines) + 1}: image {lines[0]} is listed twice \(also at .*:1\)'):
+        read_chestxray(cxr)
+
+
+def test_decompression_bomb_is_called_too_large(task_data, monkeypatch):
+    from trainbench.core import DataError
+    from trainbench.data import check_images, open_image
+    img = sorted((task_data('classify')/'train').rglob('*.jpg'))[0]
+    w, h = Image.open(img).size
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', w*h//4)     # this image is then a 'bomb': Pillow refuses over twice the limit
+    with pytest.raises(DataError, match=rf'{img}: image too large \({w} x {h}, over the {w*h//2} pixels Pillow decodes\)'): check_images([img])
+    with pytest.raises(DataError, match=r'image too large'): open_image(img)
+
+
+def test_a_full_disk_is_named(tmp_path):
+    import torch
+    from trainbench.core import TrainbenchError, write_json
+    from trainbench.runs import save_checkpoint
+    disk = tmp_path/'disk'; disk.mkdir()
+    res = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(disk)], capture_output=True, text=True)
+    if res.returncode != 0: pytest.skip(f'a small tmpfs cannot be mounted here (needs root): {res.stderr.strip()}')
+    try:
+        with pytest.raises(TrainbenchError, match=f'^No space left on device: {disk}/final_model.pth$'):
+            save_checkpoint(disk/'final_model.pth', model={'w': torch.zeros(1 << 20)})   # 4 MB: torch says 'unexpected pos'
+        with pytest.raises(TrainbenchError, match=f'^No space left on device: {disk}/metrics.json$'):
+            write_json(disk/'metrics.json', {'epochs': list(range(300_000))})
+        assert list(disk.iterdir()) == []                                              # no temporary file left behind
+    finally: subprocess.run(['umount', str(disk)], check=True)
