@@ -335,7 +335,9 @@ def phase_lr(learn:Learner, st:Stage, path:Path)->float:
     "The LR finder's valley for the phase `st` starts, found once per run and kept in `path`."
     if path.exists(): return read_json(path)['lr']
     start_stage(learn, st)
+    before = rng_state(learn)   # the search must not move the run's random streams: a resumed run skips it
     res = find_lr(learn, st.find_lr)
+    restore_rng(before, learn)
     write_json(path, {'lr': res['suggestions']['valley'], **res})
     log.info(f"LR finder (valley): {st.phase} lr = {res['suggestions']['valley']:.2e}")
     return res['suggestions']['valley']
