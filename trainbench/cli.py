@@ -49,9 +49,9 @@ def _predict(a):
 # %% ../nbs/90_cli.ipynb #b37b6a42
 def _synth(a):
     from trainbench.core import log_to_console
-    from trainbench.task import get_task
+    from trainbench.task import synth_dataset
     log_to_console()
-    print(get_task(a.task).synth(a.dest, a.n, a.seed))
+    print(synth_dataset(a.task, a.dest, a.n, a.seed, a.force))
 
 def _configs(a):
     import yaml
@@ -147,6 +147,7 @@ def _add_workbench(sub):
     s = sub.add_parser('synth', help="write a small synthetic dataset in a task's on-disk format")
     s.add_argument('task'); s.add_argument('dest')
     s.add_argument('--n', type=int, help='size (per class for classify)'); s.add_argument('--seed', type=int, default=0)
+    s.add_argument('--force', action='store_true', help='write into a non-empty DEST (only the files it generates are replaced)')
     s.set_defaults(func=_synth)
 
     c = sub.add_parser('configs', help='list the bundled config templates')

@@ -4,25 +4,37 @@
 
 # %% ../nbs/01_config.ipynb #647c7321
 from __future__ import annotations
+import difflib
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from .core import ConfigError, did_you_mean, write_text
 
 # %% auto #0
-__all__ = ['KEY_ALIASES', 'Section', 'DataConfig', 'BatchAugmentData', 'ModelConfig', 'TrainingConfig', 'OutputConfig', 'Config',
-           'key_lines', 'validate', 'parse_override', 'set_dotted', 'templates_dir', 'list_templates', 'find_config',
-           'reference_task', 'from_flat_params', 'read_yaml', 'load_config', 'config_to_yaml', 'save_config']
+__all__ = ['PathName', 'KEY_ALIASES', 'Section', 'DataConfig', 'BatchAugmentData', 'ModelConfig', 'TrainingConfig',
+           'OutputConfig', 'Config', 'key_lines', 'validate', 'parse_override', 'set_dotted', 'templates_dir',
+           'list_templates', 'find_config', 'reference_task', 'from_flat_params', 'read_yaml', 'load_config',
+           'config_to_yaml', 'save_config']
+
+# %% ../nbs/01_config.ipynb #deaadaaf
+def _one_component(name:str)->str:
+    "`name` unchanged, if it is one folder name; else a validation error."
+    if not name or name in ('.', '..') or '/' in name or '\\' in name or '\0' in name:
+        raise PydanticCustomError('path_component', "must be one folder name, without '/', '..' or an absolute path")
+    return name
+
+PathName = Annotated[str, AfterValidator(_one_component)]
 
 # %% ../nbs/01_config.ipynb #66d8306c
 class Section(BaseModel):
     "A config section: unknown keys are errors, and values are checked on assignment too."
     model_config = ConfigDict(extra='forbid', validate_assignment=True, validate_default=True,
-                              protected_namespaces=())
+                              protected_namespaces=(), allow_inf_nan=False)   # inf or NaN in a float is always a mistake
 
 class DataConfig(Section):
     root_dir: Path = Field(Path('data'), description="Dataset root; the files inside follow the task's on-disk format")
@@ -66,13 +78,13 @@ class TrainingConfig(Section):
 
 class OutputConfig(Section):
     dir: Path = Field(Path('outputs'), description='Runs go to DIR/<task>/<experiment_name>/<run_name>/')
-    run_name: Optional[str] = Field(None, description='Run folder name (null: built from lr, batch size, epochs, val split and seed)')
+    run_name: Optional[PathName] = Field(None, description='Run folder name (null: built from lr, batch size, epochs, val split and seed)')
     tensorboard: bool = Field(True, description='Write a TensorBoard log under the run directory')
 
 class Config(Section):
     "A whole run. Tasks subclass it, narrowing `task` and extending the sections."
     task: str = Field(description='Which training system: classify, rank, iqa, segment or multilabel')
-    experiment_name: str = Field('default', description='Groups runs: outputs/<task>/<experiment_name>/')
+    experiment_name: PathName = Field('default', description='Groups runs: outputs/<task>/<experiment_name>/')
     description: str = Field('', description='One line on what this config is for')
     seed: int = Field(42, description='Seeds Python, NumPy and torch; two CPU runs with the same seed give the same metrics')
     data: DataConfig = Field(default_factory=DataConfig)
@@ -115,8 +127,10 @@ def _describe(err, cls)->str:
     if err['type'] == 'extra_forbidden':
         parent = _section_at(cls, loc[:-1])
         valid = list(parent.model_fields) if parent else []
-        alias = KEY_ALIASES.get(loc[-1])
-        hint = f" (did you mean '{alias}'?)" if alias in valid else did_you_mean(loc[-1], valid)
+        # the reference systems' names count as near misses too: 'learnin_rate' is closest to 'learning_rate', meaning 'lr'
+        aliases = {a: t for a, t in KEY_ALIASES.items() if t in valid}
+        close = difflib.get_close_matches(loc[-1], valid + list(aliases), n=1, cutoff=0.5)
+        hint = f" (did you mean '{aliases.get(close[0], close[0])}'?)" if close else ''
         return f"{key}: unknown key{hint}"
     if err['type'] == 'missing': return f"{key}: missing required key"
     return f"{key}: {err['msg'][0].lower()}{err['msg'][1:]} (got {err['input']!r})"
@@ -227,6 +241,8 @@ def load_config(src, # a bundled template name, a YAML path, a dict, or a `Confi
         k, v = parse_override(o) if isinstance(o, str) else o
         set_dotted(d, k, v)
         origin[k] = f'--set {o if isinstance(o, str) else f"{k}={v}"}'
+        for parent in [k.rsplit('.', i)[0] for i in range(1, k.count('.') + 1)]:   # a new section is the --set's too
+            origin.setdefault(parent, origin[k])
     if 'task' not in d: raise ConfigError(f"{_where('', origin)}missing key 'task' (one of classify, rank, iqa, segment, multilabel)")
     from trainbench.task import get_task
     return validate(get_task(str(d['task'])).Config, d, origin)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #17dd6a0e
 from __future__ import annotations
-import difflib, json, logging, os, sys, tempfile
+import difflib, errno, json, logging, math, os, sys, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -16,8 +16,9 @@ import warnings
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 
 # %% auto #0
-__all__ = ['logger', 'TrainbenchError', 'ConfigError', 'DataError', 'did_you_mean', 'atomic_write', 'write_text', 'write_json',
-           'read_json', 'ComponentFormatter', 'StderrHandler', 'log_to_console', 'log_to_file']
+__all__ = ['logger', 'TrainbenchError', 'ConfigError', 'DataError', 'did_you_mean', 'atomic_write', 'strict_json', 'write_text',
+           'write_json', 'read_json', 'unique_stems', 'ComponentFormatter', 'StderrHandler', 'log_to_console',
+           'log_to_file']
 
 # %% ../nbs/00_core.ipynb #494ee405
 class TrainbenchError(Exception):
@@ -38,6 +39,13 @@ def did_you_mean(name:str, # the unknown name
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 # %% ../nbs/00_core.ipynb #aefa265e
+def _disk_full(e:Exception, folder)->bool:
+    "Whether the write that raised `e` in `folder` failed because the disk is full."
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC: return True
+    try: st = os.statvfs(folder)   # torch.save reports a full disk as 'unexpected pos ...': look at the disk itself
+    except OSError: return False
+    return st.f_bavail * st.f_frsize < 1 << 16
+
 def atomic_write(path, # the file to (over)write
                  write:Callable, # called with the open temporary file
                  mode:str='w', # 'w' for text, 'wb' for bytes
@@ -52,15 +60,24 @@ def atomic_write(path, # the file to (over)write
             f.flush(); os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = isinstance(e, Exception) and _disk_full(e, path.parent)   # asked before the temporary file frees its space
         Path(tmp).unlink(missing_ok=True)
+        if full: raise TrainbenchError(f'No space left on device: {path}') from None
         raise
     return path
 
+def strict_json(o):
+    "`o` with every NaN or infinite float replaced by None: JSON has no such numbers, and `NaN` breaks strict readers."
+    if isinstance(o, float): return o if math.isfinite(o) else None
+    if isinstance(o, dict): return {k: strict_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [strict_json(v) for v in o]
+    return o
+
 def _json_default(o):
     "Numbers from numpy and torch, and paths, as plain JSON values."
-    if hasattr(o, 'item'): return o.item()
-    if hasattr(o, 'tolist'): return o.tolist()
+    if hasattr(o, 'item'): return strict_json(o.item())
+    if hasattr(o, 'tolist'): return strict_json(o.tolist())
     if isinstance(o, Path): return str(o)
     raise TypeError(f'{type(o).__name__} is not JSON serializable')
 
@@ -69,12 +86,29 @@ def write_text(path, text:str)->Path:
     return atomic_write(path, lambda f: f.write(text))
 
 def write_json(path, obj)->Path:
-    "Atomically write `obj` as indented JSON."
-    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + '\n')
+    "Atomically write `obj` as indented, strict JSON (`null` for NaN and infinities)."
+    return write_text(path, json.dumps(strict_json(obj), indent=2, default=_json_default, allow_nan=False) + '\n')
 
 def read_json(path):
     "Read a JSON file."
     return json.loads(Path(path).read_text(encoding='utf-8'))
+
+# %% ../nbs/00_core.ipynb #218b8275
+def unique_stems(files:list, # input paths
+                )->list: # one distinct name per distinct file, in order
+    "Each file's stem, prefixed with its parent folders (`a_img`) where another input has the same stem."
+    paths = [Path(os.path.abspath(f)) for f in files]
+    folders = [[x for x in p.parent.parts if x != os.sep] for p in paths]
+    depth, names = [0]*len(paths), [p.stem for p in paths]
+    while True:
+        owners = {}
+        for p, n in zip(paths, names): owners.setdefault(n, set()).add(p)
+        clash = [i for i, n in enumerate(names) if len(owners[n]) > 1]
+        if not clash: return names
+        for i in clash:
+            depth[i] += 1
+            d, parts = depth[i], folders[i]
+            names[i] = '_'.join(parts[len(parts) - d:] + [paths[i].stem]) if d <= len(parts) else f'{paths[i].stem}_{i}'
 
 # %% ../nbs/00_core.ipynb #c4398b42
 logger = logging.getLogger('trainbench')

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
-from fastai.vision.utils import verify_image
 from fastcore.parallel import parallel
 from PIL import Image
 from torchvision.transforms import v2 as T
@@ -19,17 +18,44 @@ from torchvision.transforms import v2 as T
 log = logging.getLogger('trainbench.data')
 
 # %% auto #0
-__all__ = ['log', 'IMAGENET_MEAN', 'IMAGENET_STD', 'open_image', 'load_image', 'LetterBox', 'resize', 'normalize',
-           'train_transforms', 'eval_transforms', 'ImageDataset', 'check_images', 'group_split', 'check_disjoint',
-           'subsample', 'default_num_workers', 'make_dataloaders', 'eval_dataloader', 'normalize_batch', 'BatchAugment',
-           'resolve_batch_augment']
+__all__ = ['log', 'IMAGENET_MEAN', 'IMAGENET_STD', 'too_large', 'open_image', 'load_image', 'LetterBox', 'resize', 'normalize',
+           'train_transforms', 'eval_transforms', 'ImageDataset', 'image_problem', 'check_images', 'group_split',
+           'check_disjoint', 'check_unique', 'subsample', 'default_num_workers', 'make_dataloaders', 'eval_dataloader',
+           'normalize_batch', 'BatchAugment', 'resolve_batch_augment']
+
+# %% ../nbs/04_data.ipynb #1a686283
+def _header_size(path)->tuple:
+    "(width, height) from an image file's header, read past Pillow's decompression-bomb check (whose error has no size)."
+    Image.init()
+    with open(path, 'rb') as fp:
+        prefix = fp.read(16)
+        for fmt in Image.ID:
+            factory, accept = Image.OPEN[fmt]
+            if accept is not None and not accept(prefix): continue
+            try:
+                fp.seek(0)
+                return factory(fp, str(path)).size
+            except Exception: continue
+    return ('?', '?')
+
+def too_large(path)->str:
+    "The problem of an image over Pillow's pixel limit, with its size."
+    w, h = _header_size(path)
+    return f'image too large ({w} x {h}, over the {2*Image.MAX_IMAGE_PIXELS} pixels Pillow decodes)'
+
+def open_image(path)->Image.Image:
+    "An image file, decoded, as an 8-bit RGB PIL image; 16-bit and 32-bit integer images scaled by their bit depth."
+    try: im = Image.open(path)
+    except Image.DecompressionBombError: raise DataError(f'{path}: {too_large(path)}') from None
+    with im:
+        if not (im.mode.startswith('I;16') or im.mode == 'I'): return im.convert('RGB')
+        a = np.asarray(im)
+        bits = 16 if im.mode.startswith('I;16') or a.max(initial=0) < 2**16 else 32
+        a = np.clip(a.astype(np.float64) * (255 / (2**bits - 1)), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(a, 'L').convert('RGB')
 
 # %% ../nbs/04_data.ipynb #338689f0
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-def open_image(path)->Image.Image:
-    "An image file, decoded, as an RGB PIL image."
-    with Image.open(path) as im: return im.convert('RGB')
 
 def load_image(path)->torch.Tensor:
     "An image file as a uint8 RGB tensor of shape (3, H, W)."
@@ -72,16 +98,26 @@ class ImageDataset(torch.utils.data.Dataset):
         return x if self.targets is None else (x, self.targets[i])
 
 # %% ../nbs/04_data.ipynb #ef477ab4
+def image_problem(path)->str:
+    "What is wrong with an image file: '' when it decodes, else 'corrupt or truncated image' or 'image too large (W x H, ...)'."
+    try:
+        with Image.open(path) as im:   # fastai's `verify_image`, which says only yes or no
+            im.draft(im.mode, (im.size[0]//2, im.size[1]//2)); im.load()
+        return ''
+    except Image.DecompressionBombError: return too_large(path)
+    except Exception: return 'corrupt or truncated image'
+
 def check_images(files:list, # image paths
                  on_corrupt:str='fail', # 'fail' or 'skip'
                 )->list:
     "The readable files of `files`; a corrupt one fails (naming it) or is skipped with a warning."
     files = list(files)
-    ok = parallel(verify_image, files, threadpool=True, n_workers=min(8, os.cpu_count() or 1)) if files else []
+    problems = parallel(image_problem, files, threadpool=True, n_workers=min(8, os.cpu_count() or 1)) if files else []
+    ok = [not p for p in problems]
     bad = [f for f, good in zip(files, ok) if not good]
     if bad and on_corrupt == 'fail':
         more = f' (and {len(bad)-1} more)' if len(bad) > 1 else ''
-        raise DataError(f"{bad[0]}: corrupt or truncated image{more}; remove it, or set data.on_corrupt=skip to leave such images out")
+        raise DataError(f"{bad[0]}: {next(p for p in problems if p)}{more}; remove it, or set data.on_corrupt=skip to leave such images out")
     for f in bad: log.warning(f'Skipping corrupt or truncated image: {f}')
     if bad: log.warning(f'Skipped {len(bad)} corrupt or truncated image(s) of {len(files)}')
     return [f for f, good in zip(files, ok) if good]
@@ -138,6 +174,17 @@ def check_disjoint(groups:dict, # split name -> the group of each of its items
             if k is None: continue
             eg = f' (e.g. {list(items[b])[k]})' if items is not None else ''
             raise DataError(f'{what} {list(groups[b])[k]} is in both {a} and {b}{eg}; a {what} must stay in one split')
+
+# %% ../nbs/04_data.ipynb #19b3c0f2
+def check_unique(keys, # the key of each entry: an image name
+                 where, # each entry's place, e.g. 'file:line'
+                 what:str='image', # what a key is, for the message
+                ):
+    "Raise a `DataError` naming the first entry whose key was listed before, and where both are."
+    first = {}
+    for k, w in zip(keys, where):
+        if k in first: raise DataError(f'{w}: {what} {k} is listed twice (also at {first[k]}); keep one entry')
+        first[k] = w
 
 # %% ../nbs/04_data.ipynb #5e64ee57
 def subsample(groups, # the group of each item

@@ -128,6 +128,7 @@ class FeatureCache:
     def __init__(self, cache_dir, extractor:FeatureExtractor):
         self.dir, self.extractor = Path(cache_dir)/'features', extractor
         self.index_path = self.dir/f'{extractor.name}.json'
+        self.damage_told = False   # `add` reads the cache again: the damage is told once
 
     def read(self)->tuple:
         "(rows memory-mapped, {key: row}); (None, {}) for a missing, stale or damaged cache, which is then rebuilt."
@@ -139,7 +140,8 @@ class FeatureCache:
             if ok and 'sample' in idx: ok = _sample_digest(data) == idx['sample']
             if not ok: raise ValueError('its data does not match its index')
         except Exception as e:   # truncated or overwritten file, bad JSON, missing data file
-            log.warning(f'{self.index_path}: damaged cache ({type(e).__name__}: {e}); it is rebuilt')
+            if not self.damage_told: log.warning(f'{self.index_path}: damaged cache ({type(e).__name__}: {e}); it is rebuilt')
+            self.damage_told = True
             return None, {}
         return data, {k: i for i, k in enumerate(idx['keys'])}
 

@@ -4,13 +4,13 @@
 
 # %% ../nbs/07_learner.ipynb #15371f02
 from __future__ import annotations
-import contextlib, io, logging, signal, tempfile, threading, time, traceback
+import contextlib, io, logging, logging.handlers, re, signal, tempfile, threading, time, traceback
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from .core import (ConfigError, DataError, TrainbenchError, atomic_write, log_to_console, log_to_file, read_json,
-                   write_json)   # first: it quiets fastai's import-time warning
+                   write_json, logger as core_logger)   # first: it quiets fastai's import-time warning
 import numpy as np
 import torch
 from torch import nn
@@ -33,18 +33,19 @@ from .config import Config, load_config, save_config
 from .data import BatchAugment
 from .imagecache import reads_image_cache
 from .runs import (best_metrics, link_file, load_checkpoint, lower_is_better, new_run_dir, plot_history, read_history, run_config,
-                   run_name, save_checkpoint, update_summary, write_history)
+                   run_name, save_checkpoint, update_summary, write_history, remove_stale_temps, run_lock)
 from .task import Stage, Task, TaskData, get_task
 
 log = logging.getLogger('trainbench.train')
 
 # %% auto #0
 __all__ = ['log', 'OPTIMIZER_NAMES', 'LR_SUGGESTIONS', 'TorchMetric', 'opt_func', 'CPUMixedPrecision', 'PlateauScheduler',
-           'short_name', 'run_epoch', 'RunWriter', 'EarlyStopping', 'TensorBoardLog', 'RunState', 'StopTraining',
-           'stop_on_signals', 'fit_stage', 'start_stage', 'phase_lr', 'end_phase', 'fit_stages', 'lr_suggestions',
-           'find_lr', 'plot_lr_find', 'get_device', 'precision_callback', 'channels_last', 'fast_paths',
-           'build_learner', 'training_callbacks', 'without_pretrained', 'write_evaluation', 'Run', 'train', 'load_run',
-           'load_model', 'predict', 'evaluate', 'lr_search', 'lr_find']
+           'rng_state', 'restore_rng', 'short_name', 'run_epoch', 'RunWriter', 'EarlyStopping', 'TensorBoardLog',
+           'NonFiniteLoss', 'FiniteLoss', 'RunState', 'StopTraining', 'stop_on_signals', 'fit_stage', 'start_stage',
+           'phase_lr', 'end_phase', 'fit_stages', 'lr_suggestions', 'find_lr', 'plot_lr_find', 'get_device',
+           'precision_callback', 'channels_last', 'fast_paths', 'build_learner', 'training_callbacks',
+           'without_pretrained', 'write_evaluation', 'Run', 'load_weights', 'train', 'load_run', 'load_model',
+           'predict', 'evaluate', 'lr_search', 'lr_find']
 
 # %% ../nbs/07_learner.ipynb #6bc1b1c9
 class TorchMetric(Metric):
@@ -97,6 +98,29 @@ class PlateauScheduler(Callback):
         self.sched.step(self.recorder.values[-1][self.idx])
         new = self.opt.hypers[-1]['lr']
         if new < old: log.info(f'  Reduced LR to {new:.3g} (no improvement of {self.monitor} for {self.patience+1} epochs)')
+
+# %% ../nbs/07_learner.ipynb #53175a74
+def rng_state(learn:Learner=None)->dict:
+    "The random generators' states, as tensors and plain values; with `learn`, its loaders' shuffling generators too."
+    import random
+    kind, key, pos, gauss, cached = np.random.get_state()
+    dls = list(getattr(getattr(learn, 'dls', None), 'loaders', []))
+    return dict(python=random.getstate(), numpy=[kind, torch.from_numpy(key.astype(np.int64)), pos, gauss, cached],
+                torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+                loaders=[dl.rng.getstate() if hasattr(dl, 'rng') else None for dl in dls])
+
+def restore_rng(state:dict, learn:Learner=None):
+    "Put back the generators' states that `rng_state` took."
+    import random
+    def tup(x): return tuple(tup(v) for v in x) if isinstance(x, (list, tuple)) else x   # (a checkpoint may hold lists)
+    random.setstate(tup(state['python']))
+    kind, key, pos, gauss, cached = state['numpy']
+    np.random.set_state((kind, key.numpy().astype(np.uint32), pos, gauss, cached))
+    torch.set_rng_state(state['torch'])
+    if state.get('cuda') and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda'])
+    dls = list(getattr(getattr(learn, 'dls', None), 'loaders', []))
+    for dl, st in zip(dls, state.get('loaders') or []):
+        if st is not None and hasattr(dl, 'rng'): dl.rng.setstate(tup(st))
 
 # %% ../nbs/07_learner.ipynb #c7454992
 def short_name(metric:str)->str:
@@ -168,7 +192,7 @@ class RunWriter(TrackerCallback):
         return dict(model=self.model.state_dict(), optimizer=self.opt.state_dict(),
                     scheduler=sched.sched.state_dict() if sched is not None else {},
                     epoch=self.epoch_no, best_metric={'name': self.monitor, 'value': float(self.best), 'epoch': self.best_epoch},
-                    config=self.cfg.model_dump(mode='json'), info=self.info)
+                    config=self.cfg.model_dump(mode='json'), info=self.info, rng=rng_state(self.learn))
 
 # %% ../nbs/07_learner.ipynb #b155ade9
 class EarlyStopping(EarlyStoppingCallback):
@@ -205,24 +229,45 @@ class TensorBoardLog(Callback):
         self.writer.flush()
     def after_fit(self): self.after_train(); self.writer.close()   # (a stopped epoch's batches too)
 
+# %% ../nbs/07_learner.ipynb #6d760a1a
+class NonFiniteLoss(TrainbenchError):
+    "The training loss became NaN or infinite."
+
+class FiniteLoss(Callback):
+    "Fail the run at the end of a training epoch whose loss was NaN or infinite in any batch."
+    order = RunWriter.order - 2   # before the run writer records the epoch
+    def before_train(self): self.bad = None
+    def after_batch(self):
+        if not self.training: return
+        nf = ~torch.isfinite(self.learn.loss.detach()).all()
+        self.bad = nf if self.bad is None else self.bad | nf
+    def after_train(self):
+        if self.bad is not None and bool(self.bad):
+            n = run_epoch(self.learn)
+            raise NonFiniteLoss(f'the training loss became NaN or infinite in epoch {n}; the run stopped there (final_model.pth '
+                                f'holds epoch {n - 1}); lower training.lr or set training.grad_clip')
+
 # %% ../nbs/07_learner.ipynb #af46fd3e
 class RunState(Callback):
     "Carries the best value, its epoch, early stopping's count and (on resume) optimizer and scheduler state into the next fit."
     order = 90
-    def __init__(self, best=None, best_epoch:int=None, wait:int=0, opt_state:dict=None, sched_state:dict=None):
+    def __init__(self, best=None, best_epoch:int=None, wait:int=0, opt_state:dict=None, sched_state:dict=None, rng:dict=None):
         self.best, self.best_epoch, self.wait, self.opt_state, self.sched_state = best, best_epoch, wait, opt_state, sched_state
+        self.rng = rng
 
     @classmethod
     def resume(cls, ckpt:dict):
         "The state a run resumed from checkpoint `ckpt` starts with."
         b = ckpt['best_metric']
-        return cls(b['value'], b['epoch'], ckpt['epoch'] - b['epoch'] if b['epoch'] is not None else 0, ckpt['optimizer'], ckpt.get('scheduler'))
+        return cls(b['value'], b['epoch'], ckpt['epoch'] - b['epoch'] if b['epoch'] is not None else 0, ckpt['optimizer'], ckpt.get('scheduler'),
+                   ckpt.get('rng'))
 
     def before_fit(self):
         if self.opt_state is not None: self.learn.opt.load_state_dict(self.opt_state)
         sched = getattr(self.learn, 'plateau_scheduler', None)
         if sched is not None and self.sched_state: sched.sched.load_state_dict(self.sched_state)
-        self.opt_state = self.sched_state = None   # once: later fits continue from the live optimizer
+        if self.rng is not None: restore_rng(self.rng, self.learn)
+        self.opt_state = self.sched_state = self.rng = None   # once: later fits continue from the live optimizer
         if self.best_epoch is None: return
         writer, es = self.learn.run_writer, getattr(self.learn, 'early_stopping', None)
         writer.best, writer.best_epoch = self.best, self.best_epoch
@@ -290,7 +335,9 @@ def phase_lr(learn:Learner, st:Stage, path:Path)->float:
     "The LR finder's valley for the phase `st` starts, found once per run and kept in `path`."
     if path.exists(): return read_json(path)['lr']
     start_stage(learn, st)
+    before = rng_state(learn)   # the search must not move the run's random streams: a resumed run skips it
     res = find_lr(learn, st.find_lr)
+    restore_rng(before, learn)
     write_json(path, {'lr': res['suggestions']['valley'], **res})
     log.info(f"LR finder (valley): {st.phase} lr = {res['suggestions']['valley']:.2e}")
     return res['suggestions']['valley']
@@ -434,7 +481,7 @@ def build_learner(task:Task, cfg, data:TaskData, model:nn.Module, path='.')->Lea
 def training_callbacks(task:Task, cfg, run_dir, info:dict, records:list=None)->list:
     "The callbacks of one training run: the run writer (first), plateau LR, early stopping, TensorBoard."
     t, monitor = cfg.training, cfg.training.monitor or task.monitor
-    cbs = [RunWriter(run_dir, cfg, info, monitor, records)]
+    cbs = [RunWriter(run_dir, cfg, info, monitor, records), FiniteLoss()]
     if t.scheduler == 'plateau': cbs.append(PlateauScheduler(monitor, t.plateau_factor, t.plateau_patience, t.min_lr))
     if t.early_stopping_patience: cbs.append(EarlyStopping(monitor, patience=t.early_stopping_patience))
     if cfg.output.tensorboard: cbs.append(TensorBoardLog(Path(run_dir)/'tensorboard'))
@@ -477,6 +524,20 @@ def _setup(task, cfg, data_cfg=None):
     model = task.model(data_cfg or cfg, data)
     return data, model
 
+def load_weights(model:nn.Module, state:dict, source)->nn.Module:
+    "Load the state dict `state` (from checkpoint `source`) into `model`, or fail with one line on what does not fit."
+    own = model.state_dict()
+    missing, extra = [k for k in own if k not in state], [k for k in state if k not in own]
+    shape = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or extra or shape:
+        eg = (f'{shape[0]} is {tuple(state[shape[0]].shape)} in the checkpoint, {tuple(own[shape[0]].shape)} in the model' if shape else
+              f'{missing[0]} is missing from the checkpoint' if missing else f'{extra[0]} is not in the model')
+        raise TrainbenchError(f'{source}: the checkpoint does not fit the model the config builds ({len(missing)} missing, '
+                              f'{len(extra)} unexpected, {len(shape)} differently shaped tensors; e.g. {eg}); '
+                              f'keep the model settings the checkpoint was trained with')
+    model.load_state_dict(state)
+    return model
+
 def _resume_point(run_dir)->tuple:
     "(checkpoint, completed epochs) of the run to resume; (None, 0) when it has no checkpoint yet."
     p = Path(run_dir)/'final_model.pth'
@@ -518,6 +579,25 @@ def _finish(run_dir, task, cfg, learn, data, seconds)->Run:
     return Run(run_dir, cfg, learn, summary, results)
 
 # %% ../nbs/07_learner.ipynb #c3675e1a
+def _run_start(task, cfg, run_dir, resume:bool):
+    "(data, model, checkpoint, its epoch, held log records): everything a run needs, built before its folder is touched on resume."
+    if not resume: return (*_setup(task, cfg), None, 0, [])
+    held = logging.handlers.BufferingHandler(1_000_000)   # this part's log lines go to train.log once the run can start
+    held.setLevel(logging.DEBUG)
+    core_logger.addHandler(held)
+    try:
+        remove_stale_temps(run_dir)   # leftovers of a write that a kill interrupted; we hold the lock, so no writer is active
+        ckpt, start = _resume_point(run_dir)
+        log.info(f'Resuming {run_dir} after epoch {start}')
+        data, model = _setup(task, cfg, without_pretrained(cfg) if ckpt else None)
+        if ckpt: load_weights(model, ckpt['model'], Path(run_dir)/'final_model.pth')
+    finally: core_logger.removeHandler(held)
+    return data, model, ckpt, start, held.buffer
+
+def _error_text(e:Exception)->str:
+    "The message of `e` without the location fastai puts in front of errors raised in callbacks."
+    return re.sub(r'^Exception occured in `\w+` when calling event `\w+`:\s*', '', str(e))
+
 def train(config=None, # a template name, YAML path, dict or `Config`
           overrides=None, # dotted overrides: ['training.lr=1e-4'] or {'training.lr': 1e-4}
           output_dir=None, # base folder for runs (default: the config's output.dir)
@@ -532,41 +612,42 @@ def train(config=None, # a template name, YAML path, dict or `Config`
     overrides = list(overrides.items()) if isinstance(overrides, dict) else list(overrides or [])
     if output_dir is not None: overrides.append(('output.dir', str(output_dir)))
     if quick_experiment is not None: overrides.append(('data.quick_experiment', quick_experiment))
-    if resume is not None:
-        run_dir = Path(resume)
-        cfg = load_config(run_config(run_dir), overrides)
+    cfg = load_config(run_config(resume), overrides) if resume is not None else load_config(config, overrides)
+    task = get_task(cfg.task)
+    precision_callback(cfg.training.mixed_precision, get_device(cfg.training.device))   # an impossible device fails before any folder
+    if resume is not None: run_dir = Path(resume)
     else:
-        cfg = load_config(config, overrides)
         run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
         run_dir.mkdir(parents=True, exist_ok=True)
-    task = get_task(cfg.task)
     t0 = time.time()
-    with log_to_file(run_dir/'train.log'):
-        save_config(cfg, run_dir/'config.yaml')
-        ckpt, start = _resume_point(run_dir) if resume is not None else (None, 0)
-        update_summary(run_dir, status='running', task=cfg.task, config=cfg.model_dump(mode='json'))
-        learn = None
-        try:
-            if resume is not None: log.info(f'Resuming {run_dir} after epoch {start}')
-            data, model = _setup(task, cfg, without_pretrained(cfg) if ckpt else None)
-            if ckpt: model.load_state_dict(ckpt['model'])
-            learn = build_learner(task, cfg, data, model, path=run_dir)
-            log.info(f'Using device: {data.dls.device or "cpu"}')
-            log.info(f'Optimizer: {OPTIMIZER_NAMES[cfg.training.optimizer]}, LR: {cfg.training.lr:g}')
-            log.info(f'Starting training for {task.total_epochs(cfg) - start} epochs...')
-            run_cbs = training_callbacks(task, cfg, run_dir, data.info, read_history(run_dir, upto=start) if ckpt else [])
-            stop = next((cb for cb in extra if isinstance(cb, StopTraining)), None) or StopTraining()
-            learn.add_cbs([stop] + [cb for cb in extra if cb is not stop])
-            with stop_on_signals(learn.stop_training): fit_stages(learn, task, cfg, data, run_cbs[0], run_cbs, ckpt)
-            if learn.stop_training.requested.is_set(): return _stopped(run_dir, task, cfg, learn)
-            return _finish(run_dir, task, cfg, learn, data, time.time() - t0)
-        except KeyboardInterrupt:
-            _stopped(run_dir, task, cfg, learn)
-            raise
-        except Exception as e:   # the caller reports the error; train.log keeps it with its traceback
-            log.debug(f'Run failed: {e}\n{traceback.format_exc()}')
-            update_summary(run_dir, status='failed', error=f'{type(e).__name__}: {e}', **_progress(run_dir, task))
-            raise
+    with run_lock(run_dir):
+        # a resume that cannot start (config, data, checkpoint) raises here and leaves the run as it was
+        data, model, ckpt, start, held = _run_start(task, cfg, run_dir, resume is not None) if resume is not None else (None,)*5
+        with log_to_file(run_dir/'train.log') as to_file:
+            for r in held or []: to_file.handle(r)
+            save_config(cfg, run_dir/'config.yaml')
+            update_summary(run_dir, status='running', task=cfg.task, config=cfg.model_dump(mode='json'))
+            learn = None
+            try:
+                if resume is None: data, model, ckpt, start, _ = _run_start(task, cfg, run_dir, False)
+                learn = build_learner(task, cfg, data, model, path=run_dir)
+                log.info(f'Using device: {data.dls.device or "cpu"}')
+                log.info(f'Optimizer: {OPTIMIZER_NAMES[cfg.training.optimizer]}, LR: {cfg.training.lr:g}')
+                log.info(f'Starting training for {task.total_epochs(cfg) - start} epochs...')
+                run_cbs = training_callbacks(task, cfg, run_dir, data.info, read_history(run_dir, upto=start) if ckpt else [])
+                stop = next((cb for cb in extra if isinstance(cb, StopTraining)), None) or StopTraining()
+                learn.add_cbs([stop] + [cb for cb in extra if cb is not stop])
+                with stop_on_signals(learn.stop_training): fit_stages(learn, task, cfg, data, run_cbs[0], run_cbs, ckpt)
+                if learn.stop_training.requested.is_set(): return _stopped(run_dir, task, cfg, learn)
+                return _finish(run_dir, task, cfg, learn, data, time.time() - t0)
+            except KeyboardInterrupt:
+                _stopped(run_dir, task, cfg, learn)
+                raise
+            except Exception as e:   # the caller reports the error; train.log keeps it with its traceback
+                if isinstance(e, TrainbenchError): e.args = (_error_text(e),)
+                log.debug(f'Run failed: {e}\n{traceback.format_exc()}')
+                update_summary(run_dir, status='failed', error=f'{type(e).__name__}: {e}', **_progress(run_dir, task))
+                raise
 
 # %% ../nbs/07_learner.ipynb #9447bd9d
 def load_run(run_dir, checkpoint:str='best_model.pth')->tuple:
@@ -577,7 +658,7 @@ def load_run(run_dir, checkpoint:str='best_model.pth')->tuple:
     task = get_task(cfg.task)
     ckpt = load_checkpoint(run_dir/checkpoint)
     data, model = _setup(task, cfg, without_pretrained(cfg))
-    model.load_state_dict(ckpt['model'])
+    load_weights(model, ckpt['model'], run_dir/checkpoint)
     return task, cfg, data, build_learner(task, cfg, data, model, path=run_dir)
 
 def load_model(run_dir, checkpoint:str='best_model.pth', device=None)->tuple:
@@ -587,7 +668,7 @@ def load_model(run_dir, checkpoint:str='best_model.pth', device=None)->tuple:
     task = get_task(cfg.task)
     ckpt = load_checkpoint(run_dir/checkpoint)
     model = task.model(without_pretrained(cfg), TaskData(None, info=ckpt.get('info') or {}))
-    model.load_state_dict(ckpt['model'])
+    load_weights(model, ckpt['model'], run_dir/checkpoint)
     device = device or get_device(cfg.training.device)
     if channels_last(task, cfg.training, torch.device(device)): model = model.to(memory_format=torch.channels_last)
     return task, cfg, model.to(device).eval(), ckpt.get('info') or {}

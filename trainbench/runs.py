@@ -4,7 +4,8 @@
 
 # %% ../nbs/02_runs.ipynb #8775f0bc
 from __future__ import annotations
-import math, os, shutil
+import fcntl, logging, math, os, shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,9 @@ import torch
 from .core import TrainbenchError, atomic_write, read_json, write_json
 
 # %% auto #0
-__all__ = ['format_lr', 'run_name', 'new_run_dir', 'write_history', 'read_history', 'lower_is_better', 'best_metrics',
-           'update_summary', 'read_summary', 'plot_history', 'save_checkpoint', 'link_file', 'load_checkpoint',
-           'run_config', 'results_title', 'thumbnail']
+__all__ = ['format_lr', 'run_name', 'inside', 'new_run_dir', 'run_lock', 'remove_stale_temps', 'write_history', 'read_history',
+           'lower_is_better', 'best_metrics', 'update_summary', 'read_summary', 'plot_history', 'save_checkpoint',
+           'link_file', 'load_checkpoint', 'run_config', 'results_title', 'thumbnail']
 
 # %% ../nbs/02_runs.ipynb #675cf5a2
 def format_lr(lr:float)->str:
@@ -29,11 +30,18 @@ def run_name(cfg)->str:
     t = cfg.training
     return f'lr{format_lr(t.lr)}_bs{t.batch_size}_ep{t.epochs}_val{cfg.data.val_split:g}_seed{cfg.seed}'
 
+def inside(path, root)->Path:
+    "`path`, checked to lie under `root` once both are made absolute and `..` resolved (links are the user's own choice)."
+    p, r = os.path.abspath(path), os.path.abspath(root)
+    if os.path.commonpath([p, r]) != r: raise TrainbenchError(f'{path}: outside the output directory {root}; names must not leave it')
+    return Path(path)
+
 def new_run_dir(cfg)->Path:
-    "Create and return a fresh run directory; an existing one gets a numbered suffix, never overwritten."
-    base = Path(cfg.output.dir)/cfg.task/cfg.experiment_name
-    base.mkdir(parents=True, exist_ok=True)
+    "Create and return a fresh run directory under `output.dir`; an existing one gets a numbered suffix, never overwritten."
     name = run_name(cfg)
+    base = inside(Path(cfg.output.dir)/cfg.task/cfg.experiment_name, cfg.output.dir)
+    inside(base/name, cfg.output.dir)
+    base.mkdir(parents=True, exist_ok=True)
     for i in range(10_000):
         d = base/(name if i == 0 else f'{name}_{i}')
         try:
@@ -41,6 +49,25 @@ def new_run_dir(cfg)->Path:
             return d
         except FileExistsError: continue
     raise TrainbenchError(f'{base}: too many runs named {name}')
+
+# %% ../nbs/02_runs.ipynb #8ef14a9f
+@contextmanager
+def run_lock(run_dir):
+    "Hold an exclusive lock on `run_dir` while the block runs; another holder makes it fail at once with one line."
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TrainbenchError(f'{run_dir}: another process is training this run; wait for it to end, or resume it then') from None
+        yield Path(run_dir)
+    finally: os.close(fd)   # closing the descriptor releases the lock
+
+def remove_stale_temps(run_dir)->list:
+    "Delete the temporary files that an interrupted atomic write left in `run_dir`; call it holding `run_lock`."
+    stale = sorted(Path(run_dir).glob('.*.tmp'))
+    for p in stale: p.unlink(missing_ok=True)
+    if stale: logging.getLogger('trainbench.runs').info(f'Removed {len(stale)} temporary file(s) an interrupted write left: {", ".join(p.name for p in stale)}')
+    return stale
 
 # %% ../nbs/02_runs.ipynb #cfe39ec5
 def write_history(run_dir, records:list):
@@ -124,7 +151,9 @@ def load_checkpoint(path)->dict:
     path = Path(path)
     if not path.exists(): raise TrainbenchError(f'{path}: checkpoint not found')
     try: return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise TrainbenchError(f'{path}: cannot load checkpoint ({type(e).__name__}: {e})') from None
+    except Exception as e:   # torch's messages run to several sentences (a refused pickle's to a page): the first one says it
+        first = str(e).strip().split('\n')[0].split('. ')[0]
+        raise TrainbenchError(f'{path}: cannot load checkpoint ({type(e).__name__}: {first}); it is damaged, or not a checkpoint') from None
 
 def run_config(run_dir):
     "The resolved config of an existing run directory."

@@ -12,9 +12,9 @@ from typing import Any, Dict, List, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import Config, load_config, read_yaml
+from .config import Config, PathName, load_config, read_yaml
 from .core import ConfigError, TrainbenchError, did_you_mean, log_to_console, read_json, write_json, write_text
-from .runs import read_history, read_summary, update_summary
+from .runs import inside, read_history, read_summary, update_summary
 
 log = logging.getLogger('trainbench.sweep')
 
@@ -26,7 +26,7 @@ __all__ = ['log', 'Sweep', 'sweeps_dir', 'list_sweeps', 'find_sweep', 'load_swee
 class Sweep(BaseModel):
     "A sweep: a base config, and the experiments and grid that vary it."
     model_config = ConfigDict(extra='forbid')
-    name: Optional[str] = Field(None, description='Sweep name (default: the file name); runs go to <output_dir>/sweeps/<name>/')
+    name: Optional[PathName] = Field(None, description='Sweep name (default: the file name); runs go to <output_dir>/sweeps/<name>/')
     description: str = Field('', description='One line on what the sweep shows')
     base: str = Field(description='Template name or config path every run starts from')
     overrides: Dict[str, Any] = Field({}, description='Dotted overrides applied to every run')
@@ -87,7 +87,7 @@ def _default_name(exp:str, point:dict)->str:
     parts += [f"{k.split('.')[-1]}{v}" for k, v in point.items()]
     return '_'.join(parts) or 'run'
 
-def _safe(name:str)->str: return re.sub(r'[^A-Za-z0-9._=+-]+', '-', name).strip('-') or 'run'
+def _safe(name:str)->str: return re.sub(r'[^A-Za-z0-9._=+-]+', '-', name).strip('-.') or 'run'   # never '.' or '..'
 
 def expand(sw:Sweep, path=None, extra:list=None)->list:
     "The runs of sweep `sw` (from file `path`), each with its resolved config; `extra` overrides apply to every run."
@@ -282,7 +282,7 @@ def run_sweep(src, # sweep file or bundled name
     if sw.name is None: sw.name = 'sweep'
     specs = _select(expand(sw, path, overrides), only, path)
     if scheduler: _reachable(scheduler)   # before anything is written
-    sweep_dir = Path(sweep_dir or Path(output_dir)/'sweeps'/sw.name).resolve()
+    sweep_dir = Path(sweep_dir or inside(Path(output_dir)/'sweeps'/sw.name, output_dir)).resolve()
     (sweep_dir/'runs').mkdir(parents=True, exist_ok=True)
     write_text(sweep_dir/'sweep.yaml', path.read_text() if path else yaml.safe_dump(sw.model_dump(mode='json'), sort_keys=False))
     state = _state(sweep_dir)

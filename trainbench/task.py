@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_task.ipynb #c42bba91
 from __future__ import annotations
-import importlib, pkgutil
+import importlib, os, pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Union
@@ -16,7 +16,7 @@ from fastai.data.core import DataLoaders
 from .config import Config
 
 # %% auto #0
-__all__ = ['TASKS', 'TaskData', 'Stage', 'Task', 'register_task', 'task_names', 'get_task']
+__all__ = ['TASKS', 'TaskData', 'Stage', 'Task', 'register_task', 'task_names', 'get_task', 'synth_dataset']
 
 # %% ../nbs/06_task.ipynb #5bb32e02
 @dataclass
@@ -153,3 +153,30 @@ def get_task(name:str)->Task:
             raise ConfigError(f"task: unknown task '{name}'{did_you_mean(name, known)}; known tasks: {', '.join(known)}")
         importlib.import_module(f'trainbench.tasks.{name}')
     return TASKS[name]
+
+# %% ../nbs/06_task.ipynb #81b2a8bd
+def synth_dataset(task:str, # the task name
+                  dest, # the dataset folder
+                  n:int=None, # its size in the task's unit (None: the task's default)
+                  seed:int=0,
+                  force:bool=False, # write into a non-empty `dest`, replacing only the files the generator writes
+                 )->Path:
+    "Write `task`'s synthetic dataset into `dest`, never over a user's files unless `force`."
+    import shutil, tempfile
+    if n is not None and n < 1: raise ConfigError(f'synth: --n must be a positive number of items (got {n})')
+    dest, t = Path(dest), get_task(task)
+    if dest.exists() and not dest.is_dir(): raise TrainbenchError(f'{dest}: not a folder')
+    there = sorted(dest.iterdir()) if dest.exists() else []
+    if there and not force:
+        raise TrainbenchError(f"{dest}: not empty ({len(there)} entries, e.g. {there[0].name}); give --force to write the "
+                              f"synthetic files into it (only the files the generator writes are replaced)")
+    dest.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=dest, prefix='.synth-'))   # same file system: the moves below are renames
+    try:
+        t.synth(stage, n, seed)
+        for f in sorted(p for p in stage.rglob('*') if not p.is_dir()):
+            target = dest/f.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(f, target)
+    finally: shutil.rmtree(stage, ignore_errors=True)
+    return dest

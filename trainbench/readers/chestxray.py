@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from ..core import DataError
-from ..data import check_disjoint, group_split
+from ..data import check_disjoint, check_unique, group_split
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
@@ -62,7 +62,9 @@ def read_list(path)->list:
     "(image name, line number) for every non-empty line of a header-less list file."
     path = Path(path)
     if not path.is_file(): raise DataError(f'{path}: not found; a ChestX-ray14 release has {", ".join(LIST_NAMES.values())}')
-    return [(l.strip(), n) for n, l in enumerate(path.read_text().splitlines(), 1) if l.strip()]
+    out = [(l.strip(), n) for n, l in enumerate(path.read_text().splitlines(), 1) if l.strip()]
+    check_unique([name for name, _ in out], [f'{path}:{n}' for _, n in out])
+    return out
 
 def find_images(root)->dict:
     "Image name -> path, for the images under `root/images/` and `root/images_0NN/images/`."

@@ -4,25 +4,46 @@
 
 # %% ../../nbs/11_read_imagefolder.ipynb #c6860698
 from __future__ import annotations
-import logging
+import logging, os
 from pathlib import Path
 
 from ..core import ConfigError, DataError   # first: it quiets fastai's import-time warning
 from ..data import group_split, subsample
 import numpy as np
-from fastai.data.transforms import get_image_files
 
 log = logging.getLogger('trainbench.readers.imagefolder')
 
 # %% auto #0
-__all__ = ['log', 'class_folders', 'read_image_folder', 'carve_val', 'subsample_split']
+__all__ = ['log', 'image_files', 'class_folders', 'read_image_folder', 'carve_val', 'subsample_split']
+
+# %% ../../nbs/11_read_imagefolder.ipynb #5c275b3f
+def image_files(folder, # walked recursively, symbolic links followed
+                seen:set=None, # (device, inode) of files counted already, shared over calls: no file counts twice
+               )->list:
+    "The image files under `folder`, sorted; symlink loops are walked once and no file is listed twice."
+    from fastai.data.transforms import image_extensions
+    seen = set() if seen is None else seen
+    walked, out = set(), []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in walked: dirs[:] = []; continue   # a loop, or a second link to a walked folder
+        walked.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+        for f in sorted(files):
+            p = Path(root)/f
+            if f.startswith('.') or p.suffix.lower() not in image_extensions: continue
+            try: st = p.stat()
+            except OSError: continue   # a dangling link
+            if (st.st_dev, st.st_ino) in seen: continue
+            seen.add((st.st_dev, st.st_ino)); out.append(p)
+    return sorted(out)
 
 # %% ../../nbs/11_read_imagefolder.ipynb #a47262c5
 def class_folders(split_dir:Path)->dict:
     "Class name -> image files of an ImageFolder split; an empty class folder is an error."
-    out = {}
+    out, seen = {}, set()   # a file linked into two class folders counts in the first only
     for d in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith('.')):
-        files = sorted(get_image_files(d))
+        files = image_files(d, seen)
         if not files: raise DataError(f'{d}: empty class folder (no images)')
         out[d.name] = files
     if not out: raise DataError(f'{split_dir}: no class folders; expected {split_dir}/<class>/<image>')

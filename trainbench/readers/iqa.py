@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from ..core import ConfigError, DataError   # first: it quiets fastai's import-time warning
-from ..data import IMAGENET_MEAN, IMAGENET_STD, check_disjoint, group_split
+from ..data import IMAGENET_MEAN, IMAGENET_STD, check_disjoint, check_unique, group_split
 from ..features import FeatureExtractor
 from ..imagecache import ImageCache
 import numpy as np
@@ -78,13 +78,16 @@ def read_koniq(root, label_column:str='MOS_zscore', val_split:float=0.1, test_sp
     "KonIQ-10k: the official split when `koniq10k_distributions_sets.csv` is there, else a seeded one."
     root = Path(root)
     df = _read_csv(root/KONIQ_CSV, ['image_name'])
+    check_unique(df.image_name, df['where'])
     if label_column not in df.columns:
         raise ConfigError(f"data.label_column: {root/KONIQ_CSV} has no column '{label_column}' (has: {', '.join(df.columns[:-1])})")
     folder = next((root/d for d in ('512x384', '1024x768') if (root/d).is_dir()), None)
     if folder is None: raise DataError(f'{root}: no image folder 512x384/ or 1024x768/ next to {KONIQ_CSV}')
     t = _table([folder/n for n in df.image_name], check_scores(df[label_column], df['where'], label_column), df.image_name, df['where'])
     if not (root/KONIQ_SETS).is_file(): return split_by_reference(t, val_split, test_split, seed)
-    sets = _read_csv(root/KONIQ_SETS, ['image_name', 'set']).set_index('image_name')
+    sets = _read_csv(root/KONIQ_SETS, ['image_name', 'set'])
+    check_unique(sets.image_name, sets['where'])
+    sets = sets.set_index('image_name')
     labels = []
     for r in df.itertuples():
         if r.image_name not in sets.index: raise DataError(f'{r.image_name}: listed at {r.where} but not in {root/KONIQ_SETS}')
@@ -98,6 +101,7 @@ def read_kadid(root, val_split:float=0.1, test_split:float=0.2, seed:int=42)->di
     "KADID-10k's `dmos.csv`, split by reference image."
     root = Path(root)
     df = _read_csv(root/KADID_CSV, ['dist_img', 'ref_img', 'dmos'])
+    check_unique(df.dist_img, df['where'])   # (one image under two references would leak across the split)
     t = _table([root/'images'/n for n in df.dist_img], check_scores(df.dmos, df['where'], 'dmos'), df.ref_img, df['where'])
     return split_by_reference(t, val_split, test_split, seed)
 

@@ -10,7 +10,7 @@ from fastcore.basics import patch
 import tempfile
 from typing import List, Literal, Optional
 
-from ..core import ConfigError, TrainbenchError   # first: quiets fastai's import-time warning
+from ..core import ConfigError, TrainbenchError, atomic_write, unique_stems   # first: quiets fastai's import-time warning
 from ..config import Config, DataConfig, ModelConfig, Section, TrainingConfig
 from ..data import eval_dataloader, make_dataloaders, open_image, subsample
 from ..imagecache import DecodedImages, ImageCache
@@ -388,7 +388,7 @@ def evaluate(self:Segment, learn, data, split):
 
 @patch
 def predict(self:Segment, model, cfg, info, files, out_dir, prompt:str=None, **opts):
-    "The mask of `prompt` for each image: `<stem>_<prompt>_mask.png` (0/255, the image's size) and `<stem>_<prompt>_overlay.png`."
+    "The mask of `prompt` for each image: `<stem>_<prompt>_mask.png` (the stem made unique over the inputs) (0/255, the image's size) and `<stem>_<prompt>_overlay.png`."
     if not prompt or not prompt.strip():
         raise TrainbenchError(f"predict: the segment task needs --prompt, e.g. --prompt {info['prompts'][0]!r} "
                               f"(the run's prompts: {', '.join(info['prompts'])})")
@@ -398,15 +398,15 @@ def predict(self:Segment, model, cfg, info, files, out_dir, prompt:str=None, **o
     cond = model.prompt_emb[[model.prompts.index(prompt)]] if prompt in model.prompts else model.encode_text([prompt])
     if prompt not in model.prompts: log.warning(f"predict: '{prompt}' is not one of the run's training prompts; its mask may be poor")
     tfm, rows = seg_transforms(cfg.data.img_size), []
-    for f in files:
+    for f, name in zip(files, unique_stems(files)):   # two inputs called img.jpg in two folders: two masks
         img = open_image(f)
         x = tfm(tv_tensors.Image(np.asarray(img).transpose(2, 0, 1).copy())).as_subclass(torch.Tensor)[None].to(dev)
         prob = torch.sigmoid(model.segment(x, cond).float())
         prob = F.interpolate(prob, (img.height, img.width), mode='bilinear')[0, 0].cpu().numpy()
         mask = prob > cfg.eval.threshold
-        stem = f'{Path(f).stem}_{prompt_key(prompt)}'
-        Image.fromarray(mask.astype(np.uint8)*255).save(out_dir/f'{stem}_mask.png')
-        _overlay(img, mask).save(out_dir/f'{stem}_overlay.png')
+        stem = f'{name}_{prompt_key(prompt)}'
+        atomic_write(out_dir/f'{stem}_mask.png', lambda o: Image.fromarray(mask.astype(np.uint8)*255).save(o, format='PNG'), 'wb')
+        atomic_write(out_dir/f'{stem}_overlay.png', lambda o: _overlay(img, mask).save(o, format='PNG'), 'wb')
         rows.append({'image': str(f), 'prompt': prompt, 'mask_fraction': float(mask.mean()),
                      'mask': str(out_dir/f'{stem}_mask.png'), 'overlay': str(out_dir/f'{stem}_overlay.png')})
     return rows
