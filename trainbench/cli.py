@@ -22,9 +22,10 @@ def _train(a):
     if run.summary['status'] == 'stopped': return 130
 
 def _lr_find(a):
-    from trainbench.learner import lr_find
+    from trainbench.learner import lr_find, recommended_lr
     with contextlib.redirect_stdout(sys.stderr): res = lr_find(a.config, a.set, output_dir=a.output_dir, num_it=a.num_it)
-    print(f"suggested lr: {res['suggestions']['valley']:.2e} (valley); plot: {res['plot']}")
+    name, lr = recommended_lr(res['suggestions'])
+    print(f"suggested lr: {lr:.2e} ({name}); plot: {res['plot']}")
 
 # %% ../nbs/90_cli.ipynb #f7d7c342
 def _evaluate(a):

@@ -24,6 +24,15 @@ class Section(BaseModel):
     model_config = ConfigDict(extra='forbid', validate_assignment=True, validate_default=True,
                               protected_namespaces=())
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kw):
+        "A field a subclass redefines without a description (a task's own default: `epochs: int = 20`) keeps its parent's."
+        super().__pydantic_init_subclass__(**kw)
+        for name, f in cls.model_fields.items():
+            if f.description: continue
+            f.description = next((b.model_fields[name].description for b in cls.__mro__[1:]
+                                  if issubclass(b, BaseModel) and name in b.model_fields and b.model_fields[name].description), None)
+
 class DataConfig(Section):
     root_dir: Path = Field(Path('data'), description="Dataset root; the files inside follow the task's on-disk format")
     img_size: int = Field(224, gt=0, description='Images are resized to img_size x img_size pixels')

@@ -42,9 +42,9 @@ log = logging.getLogger('trainbench.train')
 __all__ = ['log', 'OPTIMIZER_NAMES', 'LR_SUGGESTIONS', 'TorchMetric', 'opt_func', 'CPUMixedPrecision', 'PlateauScheduler',
            'short_name', 'run_epoch', 'RunWriter', 'EarlyStopping', 'TensorBoardLog', 'RunState', 'StopTraining',
            'stop_on_signals', 'fit_stage', 'start_stage', 'phase_lr', 'end_phase', 'fit_stages', 'lr_suggestions',
-           'find_lr', 'plot_lr_find', 'get_device', 'precision_callback', 'channels_last', 'fast_paths',
-           'build_learner', 'training_callbacks', 'without_pretrained', 'write_evaluation', 'Run', 'train', 'load_run',
-           'load_model', 'predict', 'evaluate', 'lr_search', 'lr_find']
+           'recommended_lr', 'find_lr', 'plot_lr_find', 'get_device', 'precision_callback', 'channels_last',
+           'fast_paths', 'build_learner', 'training_callbacks', 'without_pretrained', 'write_evaluation', 'Run',
+           'train', 'load_run', 'load_model', 'predict', 'evaluate', 'lr_search', 'lr_find']
 
 # %% ../nbs/07_learner.ipynb #6bc1b1c9
 class TorchMetric(Metric):
@@ -347,16 +347,24 @@ def fit_stages(learn:Learner, task:Task, cfg, data:TaskData,
 LR_SUGGESTIONS = {'valley': valley, 'slide': slide, 'minimum': minimum, 'steep': steep}
 
 def lr_suggestions(lrs:list, losses:list, num_it:int)->dict:
-    "fastai's suggestions from a search's curve, as `Learner.lr_find` computes them; one that needs more points is left out."
+    "fastai's suggestions from a search's curve, as `Learner.lr_find` computes them; one that needs more points, or lies past the loss minimum, is left out."
     lrs, losses = torch.tensor(lrs[num_it//10:-5]), torch.tensor(losses[num_it//10:-5])
     if torch.isnan(losses).any(): n = int(torch.nonzero(torch.isnan(losses))[0]); lrs, losses = lrs[:n], losses[:n]
     out = {}
     for name, f in LR_SUGGESTIONS.items():
         try: out[name] = float(f(lrs, losses, num_it)[0])
         except (IndexError, ValueError, RuntimeError): pass
+    if len(losses):   # past the minimum the loss rises: an LR there diverges
+        lr_min = float(lrs[losses.argmin()])
+        out = {k: v for k, v in out.items() if v <= lr_min * (1 + 1e-6)}
     if not out: raise TrainbenchError(f'the LR search stopped after {len(losses) + num_it//10 + 5} iterations (the loss '
                                       'diverged), too few to suggest an LR; try a larger batch or a smaller model')
     return out
+
+def recommended_lr(suggestions:dict)->tuple:
+    "(name, lr) of the suggestion to use: `valley`, fastai's default, else the first there is."
+    name = 'valley' if 'valley' in suggestions else next(iter(suggestions))
+    return name, suggestions[name]
 
 def find_lr(learn:Learner, num_it:int=100)->dict:
     "fastai's LR finder on `learn`: the curve, the suggestions, and whether the weights came back."
@@ -373,9 +381,12 @@ def plot_lr_find(res:dict, pick:float=None)->Figure:
     ax = fig.subplots()
     ax.plot(res['lrs'], res['losses'], color='C0')
     ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss (smoothed)'); ax.grid(alpha=.3)
+    best = recommended_lr(res['suggestions'])[0]
+    # the pick is drawn under the suggestions, thin and dotted, so a pick on a suggestion leaves it visible
+    if pick: ax.axvline(pick, color='k', lw=1, ls=':', zorder=1, label=f'picked: {pick:.1e}')
     for (k, v), c in zip(res['suggestions'].items(), ['C1', 'C2', 'C3', 'C4']):
-        ax.axvline(v, ls='--', color=c, label=f'{k}: {v:.1e}')
-    if pick: ax.axvline(pick, color='k', lw=1.5, label=f'picked: {pick:.1e}')
+        ax.axvline(v, ls='--', color=c, lw=2.2 if k == best else 1.2, zorder=2,
+                   label=f'{k}: {v:.1e}' + (' (recommended)' if k == best else ''))
     ax.legend(fontsize=8)
     return fig
 
@@ -508,11 +519,12 @@ def _finish(run_dir, task, cfg, learn, data, seconds)->Run:
     results = write_evaluation(run_dir, task, learn, data)
     plot_history(run_dir)
     summary = update_summary(run_dir, status='completed', **_progress(run_dir, task), monitor=monitor,
-                             stopped_early=len(recs) < task.total_epochs(cfg), duration_s=round(seconds, 1),
+                             stopped_early=len(recs) < task.total_epochs(cfg),   # duration_s: the sum over the run's segments
                              results={k: results[k] for k in task.headline if k in results})
     log.info('Training complete!')
     if best: log.info(f"Best {monitor.replace('valid_', 'validation ').replace('_', ' ')}: {best['value']:.4f} (epoch {best['epoch']})")
-    log.info(f'Total training time: {_duration(seconds)}')
+    n = len(summary.get('segments', []))
+    log.info(f'Total training time: {_duration(summary["duration_s"])}' + (f' in {n} segments (this one {_duration(seconds)})' if n > 1 else ''))
     log.info(f'Model saved: {run_dir/"best_model.pth"}')
     log.info(f'Results on {results["split"]}: ' + ', '.join(f'{k}={results[k]:.4f}' for k in task.headline if isinstance(results.get(k), float)))
     return Run(run_dir, cfg, learn, summary, results)
@@ -636,5 +648,6 @@ def lr_find(config, overrides=None, output_dir=None, num_it:int=100)->dict:
     fig = plot_lr_find(res)
     atomic_write(out/'lr_find.png', lambda f: fig.savefig(f, format='png', dpi=100, bbox_inches='tight'), 'wb')
     write_json(out/'lr_find.json', res)
-    log.info('LR finder suggestions: ' + ', '.join(f'{k}={v:.2e}' for k, v in res['suggestions'].items()))
+    log.info('LR finder suggestions: ' + ', '.join(f'{k}={v:.2e}' for k, v in res['suggestions'].items()) +
+             '; recommended: {} (the valley, fastai\'s default, unless it lay past the loss minimum)'.format(recommended_lr(res['suggestions'])[0]))
     return res

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_runs.ipynb #8775f0bc
 from __future__ import annotations
-import math, os, shutil
+import math, os, shutil, time
 from pathlib import Path
 
 import numpy as np
@@ -71,13 +71,26 @@ def best_metrics(records:list)->dict:
     return out
 
 # %% ../nbs/02_runs.ipynb #36fbb993
+def _segments(old:dict, status:str, epochs:int, now:float)->list:
+    "The training segments of summary `old` after its status turns `status` with `epochs` done: `running` opens one, an end closes it."
+    segs = [dict(g) for g in old.get('segments', [])]
+    last = segs[-1] if segs and segs[-1]['ended'] is None else None
+    if status == 'running':   # a process starts training; one still open was killed without a word
+        if last: last['status'] = 'killed'
+        segs.append(dict(started=now, ended=None, seconds=None, epochs=[old.get('total_epochs', 0)] * 2, status='running'))
+    elif last: last.update(ended=now, seconds=round(now - last['started'], 1), epochs=[last['epochs'][0], epochs], status=status)
+    return segs
+
 def update_summary(run_dir, **fields)->dict:
-    "Merge `fields` into the run's `summary.json` and write it atomically."
+    "Merge `fields` into the run's `summary.json` and write it atomically; status changes keep the training segments."
     p = Path(run_dir)/'summary.json'
     s = read_json(p) if p.exists() else {}
-    s.update(fields)
-    write_json(p, s)
-    return s
+    new = {**s, **fields}
+    if 'status' in fields:
+        new['segments'] = _segments(s, fields['status'], new.get('total_epochs', 0), time.time())
+        new['duration_s'] = round(sum(g['seconds'] or 0 for g in new['segments']), 1)
+    write_json(p, new)
+    return new
 
 def read_summary(run_dir)->dict:
     "The run's summary.json, or {} if it has none yet."

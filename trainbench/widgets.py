@@ -11,7 +11,7 @@ from .core import ConfigError, TrainbenchError, atomic_write   # first: quiets f
 from .task import get_task
 from .config import Config, list_templates, load_config, parse_override, save_config, set_dotted
 from .compare import compare_runs, find_runs
-from .learner import StopTraining, lr_search, plot_lr_find, run_epoch, train
+from .learner import StopTraining, lr_search, plot_lr_find, recommended_lr, run_epoch, train
 from .runs import lower_is_better, new_run_dir, read_history, read_summary, run_config
 import ipywidgets as W
 import pandas as pd
@@ -85,10 +85,12 @@ def field_kind(name:str, ann)->str:
     return 'yaml'
 
 # %% ../nbs/70_widgets.ipynb #7bdcbcf2
-def _yaml_text(v)->str:
+def _yaml_text(v, raw_str:bool=True)->str:
+    "`v` as the one line a field shows; a string as is when `raw_str`, else quoted where YAML would read it otherwise."
     if v is None: return ''
-    if isinstance(v, str): return v
-    return yaml.safe_dump(v, default_flow_style=True, sort_keys=False, width=10_000).strip()
+    if isinstance(v, str) and raw_str: return v
+    # PyYAML ends a lone scalar's document with '...' (`0\n...`): that marker is not part of the value
+    return yaml.safe_dump(v, default_flow_style=True, sort_keys=False, width=10_000).removesuffix('...\n').strip()
 
 class FieldInput:
     "The widget of one config field (`key` dotted), with its help text and the place its error is shown."
@@ -101,7 +103,8 @@ class FieldInput:
         k = self.kind
         if k == 'choice':
             opts = list(typing.get_args(base)) if typing.get_origin(base) is typing.Literal else [True, False]
-            self.widget = W.Dropdown(options=([None] if self.optional else []) + opts, description=name, layout=lay, style=style)
+            opts = ([None] if self.optional else []) + opts   # labelled as YAML writes them: null, true, false
+            self.widget = W.Dropdown(options=[(_yaml_text(o, False) or 'null', o) for o in opts], description=name, layout=lay, style=style)
         elif k == 'bool': self.widget = W.Checkbox(description=name, indent=True, layout=lay, style=style)
         elif k == 'lr': self.widget = W.FloatLogSlider(base=10, min=-8, max=1, step=0.05, readout_format='.1e', description=name,
                                                       continuous_update=False, layout=lay, style=style)
@@ -109,6 +112,7 @@ class FieldInput:
         elif k == 'float': self.widget = W.FloatText(description=name, layout=lay, style=style)
         elif k in ('tags', 'ints', 'floats'):
             self.widget = {'tags': W.TagsInput, 'ints': W.IntsInput, 'floats': W.FloatsInput}[k](allow_duplicates=True, layout=lay)
+            if self.optional: self.widget.placeholder = 'null'
         else:
             big = k == 'yaml' and isinstance(value, list) and any(isinstance(v, dict) for v in value)
             self.widget = (W.Textarea(rows=6, layout=W.Layout(width='600px')) if big else W.Text(layout=lay, continuous_update=False))
@@ -128,8 +132,9 @@ class FieldInput:
         k = self.kind
         if k == 'lr': v = float(v)
         elif k in ('tags', 'ints', 'floats'): v = list(v or [])
-        elif k in ('str', 'yaml'): v = _yaml_text(v)
-        self.widget.value = v
+        elif k in ('str', 'yaml'): v = _yaml_text(v, raw_str=k == 'str')
+        if k == 'choice' and v is None: self.widget.index = 0   # the `null` option; value None would mean "nothing selected"
+        else: self.widget.value = v
 
     def get(self):
         "The plain value the widget holds, as the config's YAML would write it."
@@ -245,13 +250,14 @@ class LRFinder(_Shown):
         self.find_button = W.Button(description='Find LR', icon='search', button_style='info')
         self.use_button = W.Button(description='Use this LR', icon='check', disabled=True)
         self.pick = W.FloatLogSlider(value=self.form.inputs[self.lr_key].get(), base=10, min=-7, max=1, step=0.01,
-                                     readout_format='.2e', description='pick', continuous_update=False)
-        self.plot, self.status = W.Image(format='png', layout=W.Layout(max_width='640px', display='none')), W.HTML('')
+                                     readout_format='.2e', description='pick', continuous_update=False,
+                                     layout=W.Layout(width='560px'))   # eight decades: about 60 px each
+        self.plot, self.status, self.used = W.Image(format='png', layout=W.Layout(max_width='640px', display='none')), W.HTML(''), W.HTML('')
         self.find_button.on_click(lambda _: self.start())
         self.use_button.on_click(lambda _: self.use())
         self.pick.observe(lambda _: self.draw(), 'value')
         self.widget = W.VBox([W.HBox([self.num_it, self.find_button]), self.status, self.plot,
-                              W.HBox([self.pick, self.use_button])])
+                              W.HBox([self.pick, self.use_button, self.used])])
 
     @property
     def lr_key(self)->str:
@@ -266,10 +272,11 @@ class LRFinder(_Shown):
             self.status.value = _html_note(f'searching ({self.num_it.value} iterations)...')
             self.result = lr_search(cfg, self.num_it.value)
             s = self.result['suggestions']
-            self.pick.value = s.get('valley') or next(iter(s.values()))
+            best, self.pick.value = recommended_lr(s)
             self.draw()
-            self.use_button.disabled = False
-            self.status.value = _html_note('suggestions: ' + ', '.join(f'{k} {v:.1e}' for k, v in s.items()) +
+            self.use_button.disabled, self.used.value = False, ''
+            self.status.value = _html_note(f'recommended: {best} {s[best]:.1e}' + (" (fastai's default; the slider starts there)" if best == 'valley' else ' (valley lay past the loss minimum)') +
+                                           '; suggestions: ' + ', '.join(f'{k} {v:.1e}' for k, v in s.items()) +
                                            ('' if self.result['weights_unchanged'] else ' (WARNING: the weights changed)'))
             return self.result
         except Exception as e:
@@ -295,7 +302,9 @@ class LRFinder(_Shown):
 
     def use(self, lr:float=None):
         "Write `lr` (default: the slider's), to two significant digits, into the form."
-        self.form.set(self.lr_key, float(f'{lr or self.pick.value:.2g}'))   # 6.3e-05, not 6.309573444801929e-05: it names the run
+        v = float(f'{lr or self.pick.value:.2g}')   # 6.3e-05, not 6.309573444801929e-05: it names the run
+        self.form.set(self.lr_key, v)
+        self.used.value = _html_note(f'set {self.lr_key} = {v:g} in the config form ({self.lr_key.split(".")[0]} section)')
 
 # %% ../nbs/70_widgets.ipynb #c61e7a56
 class ProgressFeed(Callback):
