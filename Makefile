@@ -22,9 +22,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/trainbench demo
 
-# nbdev_test runs two notebooks at a time on two cores: one torch thread each, not two each.
+# nbdev_test runs two notebooks at a time on two cores: one torch thread each, not two each. The notebooks' caches go
+# to a temporary folder, not the user's (~/.cache/trainbench); the pytest suite makes its own (tests/conftest.py).
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
+	export TRAINBENCH_CACHE=$$(mktemp -d); OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2; s=$$?; rm -rf "$$TRAINBENCH_CACHE"; exit $$s
 	$(BIN)/pytest tests
 
 lab: $(STAMP)

@@ -11,7 +11,7 @@ from typing import Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .core import ConfigError, did_you_mean, write_text
+from .core import ConfigError, default_cache_dir, did_you_mean, write_text
 
 # %% auto #0
 __all__ = ['KEY_ALIASES', 'Section', 'DataConfig', 'BatchAugmentData', 'ModelConfig', 'TrainingConfig', 'OutputConfig', 'Config',
@@ -40,7 +40,7 @@ class DataConfig(Section):
     num_workers: Optional[int] = Field(None, ge=0, description='DataLoader worker processes; null picks one per spare CPU core (at most 8)')
     quick_experiment: Optional[float] = Field(None, gt=0, le=1, description='Train and evaluate on this fraction of the data (null: all of it)')
     on_corrupt: Literal['fail', 'skip'] = Field('fail', description="A corrupt or truncated image fails the run ('fail', naming the file) or is left out with a warning and a count ('skip')")
-    cache_dir: Path = Field(Path('data/cache'), description='Caches shared by runs and experiments (extracted features, decoded images)')
+    cache_dir: Path = Field(default_factory=default_cache_dir, description='Caches shared by runs and experiments (extracted features, decoded images); default: $TRAINBENCH_CACHE, else the user cache folder (~/.cache/trainbench on Linux)')
     pin_memory: Optional[bool] = Field(None, description='Page-locked host memory for batches bound to CUDA (null: on with CUDA)')
     cache_images: bool = Field(False, description='Decode and resize each image once into a memory-mapped uint8 cache under cache_dir, shared by runs and sweep workers (rank: end-to-end mode; iqa: one size, from data.resize or the files)')
 

@@ -17,7 +17,7 @@ warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', ca
 
 # %% auto #0
 __all__ = ['logger', 'TrainbenchError', 'ConfigError', 'DataError', 'did_you_mean', 'atomic_write', 'write_text', 'write_json',
-           'read_json', 'ComponentFormatter', 'StderrHandler', 'log_to_console', 'log_to_file']
+           'read_json', 'default_cache_dir', 'ComponentFormatter', 'StderrHandler', 'log_to_console', 'log_to_file']
 
 # %% ../nbs/00_core.ipynb #494ee405
 class TrainbenchError(Exception):
@@ -75,6 +75,13 @@ def write_json(path, obj)->Path:
 def read_json(path):
     "Read a JSON file."
     return json.loads(Path(path).read_text(encoding='utf-8'))
+
+# %% ../nbs/00_core.ipynb #24d87302
+def default_cache_dir()->Path:
+    "The user's trainbench cache: `$TRAINBENCH_CACHE`, else the platform's user cache folder (e.g. `~/.cache/trainbench`)."
+    if os.environ.get('TRAINBENCH_CACHE'): return Path(os.environ['TRAINBENCH_CACHE']).expanduser()
+    import platformdirs
+    return Path(platformdirs.user_cache_dir('trainbench', appauthor=False))
 
 # %% ../nbs/00_core.ipynb #c4398b42
 logger = logging.getLogger('trainbench')

@@ -186,8 +186,10 @@ def cached_rows(files:list, # image files
     cache = FeatureCache(cache_dir, extractor) if cache_dir is not None else None
     cached, index = cache.read() if cache else (None, {})
     todo = sorted({k: i for i, k in enumerate(keys) if k not in index}.values())   # one file per distinct content
+    if cache and not todo: log.info(f'{extractor.kind}: all {len(keys)} images from the cache in {cache.dir}')
     if todo:
-        log.info(f'Extracting {extractor!r} features of {len(todo)} images ({len(keys) - len(todo)} cached)')
+        log.info(f'Extracting {extractor!r} features of {len(todo)} images ({len(keys) - len(todo)} cached)' +
+                 (f' into the cache in {cache.dir}' if cache else ''))
         device = torch.device(device or 'cpu')
         batch_size = batch_size or (64 if device.type == 'cuda' else 8)
         ext = extractor.to(device)
