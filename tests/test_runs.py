@@ -121,6 +121,7 @@ def test_lr_find_saves_plot_and_suggestions(shapes, tmp_path):
                          '--num-it', '20', '--output-dir', tmp_path)
     assert code == 0, err
     assert out.startswith('suggested lr: ')
+    assert '\r' not in err and 'LR search' not in err, err   # no terminal: log lines only, no progress bar
     d = next(tmp_path.glob('classify/quick/lr_find_*'))
     res = json.loads((d/'lr_find.json').read_text())
     sug, lrs, losses = res['suggestions'], res['lrs'][2:-5], res['losses'][2:-5]   # the curve lr_suggestions reads

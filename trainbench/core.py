@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #17dd6a0e
 from __future__ import annotations
-import difflib, json, logging, os, sys, tempfile
+import contextvars, difflib, json, logging, os, sys, tempfile, time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -16,8 +16,9 @@ import warnings
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 
 # %% auto #0
-__all__ = ['logger', 'TrainbenchError', 'ConfigError', 'DataError', 'did_you_mean', 'atomic_write', 'write_text', 'write_json',
-           'read_json', 'default_cache_dir', 'ComponentFormatter', 'StderrHandler', 'log_to_console', 'log_to_file']
+__all__ = ['logger', 'PROGRESS_EVERY', 'progress_sink', 'TrainbenchError', 'ConfigError', 'DataError', 'did_you_mean',
+           'atomic_write', 'write_text', 'write_json', 'read_json', 'default_cache_dir', 'ComponentFormatter',
+           'StderrHandler', 'log_to_console', 'log_to_file', 'progress_mode', 'progress']
 
 # %% ../nbs/00_core.ipynb #494ee405
 class TrainbenchError(Exception):
@@ -94,8 +95,11 @@ class ComponentFormatter(logging.Formatter):
         return super().format(record)
 
 class StderrHandler(logging.StreamHandler):
-    "A handler that writes to whatever `sys.stderr` is when a line is logged (notebooks and tests swap it)."
+    "A handler that writes to whatever `sys.stderr` is when a line is logged (notebooks and tests swap it), above any progress bar."
     def __init__(self): super().__init__(sys.stderr)
+    def emit(self, record):
+        from tqdm import tqdm
+        with tqdm.external_write_mode(file=sys.stderr): super().emit(record)   # tqdm.write's way: bars cleared, then redrawn
     @property
     def stream(self): return sys.stderr
     @stream.setter
@@ -124,3 +128,34 @@ def log_to_file(path, # the log file, appended to
     finally:
         logger.removeHandler(h)
         h.close()
+
+# %% ../nbs/00_core.ipynb #70fe3726
+PROGRESS_EVERY = 10.   # seconds between plain progress lines
+progress_sink = contextvars.ContextVar('progress_sink', default=None)   # f(desc, done, total) of a widget, in its thread
+
+def progress_mode()->str:
+    "'bar' on a terminal (stderr is a TTY), else 'lines'; `$TRAINBENCH_PROGRESS` forces one."
+    forced = os.environ.get('TRAINBENCH_PROGRESS')
+    if forced in ('bar', 'lines'): return forced
+    return 'bar' if sys.stderr.isatty() else 'lines'
+
+def progress(it, # what to iterate
+             total:int=None, # its length (default: `len(it)`)
+             desc:str='', unit:str='it',
+             log:logging.Logger=None, # where the plain lines go (default: trainbench's logger)
+            ):
+    "Iterate `it` showing progress: to the `progress_sink` where one is set, else a tqdm bar on a terminal, else a log line every `PROGRESS_EVERY` s."
+    total = len(it) if total is None and hasattr(it, '__len__') else total
+    sink = progress_sink.get()
+    if sink is None and progress_mode() == 'bar':
+        from tqdm import tqdm
+        yield from tqdm(it, total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+        return
+    t0 = last = time.time()
+    for i, x in enumerate(it, 1):
+        yield x
+        now = time.time()
+        if sink is not None: sink(desc, i, total)
+        elif now - last >= PROGRESS_EVERY:
+            (log or logger).info(f'{desc}: {i}/{total if total is not None else "?"} {unit} ({now - t0:.0f} s)')
+            last = now

@@ -4,13 +4,13 @@
 
 # %% ../nbs/07_learner.ipynb #15371f02
 from __future__ import annotations
-import contextlib, io, logging, signal, tempfile, threading, time, traceback
+import contextlib, io, logging, signal, sys, tempfile, threading, time, traceback
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from .core import (ConfigError, DataError, TrainbenchError, atomic_write, log_to_console, log_to_file, read_json,
-                   write_json)   # first: it quiets fastai's import-time warning
+from .core import (ConfigError, DataError, TrainbenchError, atomic_write, log_to_console, log_to_file, progress_mode,
+                   read_json, write_json)   # first: it quiets fastai's import-time warning
 import numpy as np
 import torch
 from torch import nn
@@ -43,8 +43,8 @@ __all__ = ['log', 'OPTIMIZER_NAMES', 'LR_SUGGESTIONS', 'TorchMetric', 'opt_func'
            'short_name', 'run_epoch', 'RunWriter', 'EarlyStopping', 'TensorBoardLog', 'RunState', 'StopTraining',
            'stop_on_signals', 'fit_stage', 'start_stage', 'phase_lr', 'end_phase', 'fit_stages', 'lr_suggestions',
            'recommended_lr', 'find_lr', 'plot_lr_find', 'get_device', 'precision_callback', 'channels_last',
-           'fast_paths', 'build_learner', 'training_callbacks', 'without_pretrained', 'write_evaluation', 'Run',
-           'train', 'load_run', 'load_model', 'predict', 'evaluate', 'lr_search', 'lr_find']
+           'fast_paths', 'build_learner', 'training_callbacks', 'TerminalProgress', 'without_pretrained',
+           'write_evaluation', 'Run', 'train', 'load_run', 'load_model', 'predict', 'evaluate', 'lr_search', 'lr_find']
 
 # %% ../nbs/07_learner.ipynb #6bc1b1c9
 class TorchMetric(Metric):
@@ -440,6 +440,7 @@ def build_learner(task:Task, cfg, data:TaskData, model:nn.Module, path='.')->Lea
     if not IN_NOTEBOOK:   # the console gets the run writer's lines instead of progress bars and printed lists
         learn.remove_cb(ProgressCallback)
         learn.logger = noop
+        if progress_mode() == 'bar': learn.add_cb(TerminalProgress())   # and on a terminal, tqdm bars under those lines
     return learn
 
 def training_callbacks(task:Task, cfg, run_dir, info:dict, records:list=None)->list:
@@ -450,6 +451,39 @@ def training_callbacks(task:Task, cfg, run_dir, info:dict, records:list=None)->l
     if t.early_stopping_patience: cbs.append(EarlyStopping(monitor, patience=t.early_stopping_patience))
     if cfg.output.tensorboard: cbs.append(TensorBoardLog(Path(run_dir)/'tensorboard'))
     return cbs
+
+# %% ../nbs/07_learner.ipynb #aadf5bca
+class TerminalProgress(Callback):
+    "tqdm bars on a terminal: the stage's epochs, and the batches of each training, validation and evaluation pass."
+    order = ProgressCallback.order
+    def __init__(self): self.epochs = self.bar = None
+    def _close(self, *names):
+        for n in names:
+            if getattr(self, n) is not None: getattr(self, n).close(); setattr(self, n, None)
+    def _tqdm(self, **kw):
+        from tqdm import tqdm
+        return tqdm(file=sys.stderr, leave=False, dynamic_ncols=True, **kw)
+    def before_fit(self):   # (`get_preds` sends it too, but no `before_train`: the epochs bar waits for one)
+        self._close('epochs', 'bar')
+        self.search = hasattr(self.learn, 'lr_finder')
+    def _start(self, desc:str):
+        self._close('bar')
+        self.bar = self._tqdm(total=len(self.dl), desc=desc, unit='batch')
+    def before_train(self):
+        if self.epochs is None and not self.search:
+            done = getattr(self.learn, 'epochs_done', 0)
+            self.epochs = self._tqdm(total=done + self.n_epoch, initial=run_epoch(self.learn) - 1, desc='epochs', unit='epoch')
+        self._start('LR search' if self.search else f'epoch {run_epoch(self.learn)} train')
+    def before_validate(self): self._start(f'epoch {run_epoch(self.learn)} valid' if self.epochs is not None else 'evaluate')
+    def after_batch(self):
+        if self.bar is None: return
+        if self.training: self.bar.set_postfix(loss=f'{float(self.learn.smooth_loss):.4f}', refresh=False)
+        self.bar.update(1)   # redraws at most every 0.1 s (tqdm's mininterval), the loss with it
+    def after_train(self): self._close('bar')
+    def after_validate(self): self._close('bar')
+    def after_epoch(self):
+        if self.epochs is not None: self.epochs.update(1)
+    def after_fit(self): self._close('epochs', 'bar')
 
 # %% ../nbs/07_learner.ipynb #c3b1378a
 def without_pretrained(cfg):
