@@ -58,13 +58,15 @@ def _configs(a):
     import yaml
     from trainbench.config import find_config, list_templates
     if a.show: return print(find_config(a.show).read_text(), end='')
-    for name, p in list_templates().items():
-        desc = (yaml.safe_load(p.read_text()) or {}).get('description', '')
-        print(f'{name:34s} {desc}')
     from trainbench.sweep import list_sweeps
+    templates, sweeps = list_templates(), list_sweeps()
+    w = max(map(len, [*templates, *sweeps]))   # one column for every name, however long
+    for name, p in templates.items():
+        desc = (yaml.safe_load(p.read_text()) or {}).get('description', '')
+        print(f'{name:{w}s}  {desc}')
     print('\nsweeps (trainbench sweep NAME):')
-    for name, p in list_sweeps().items():
-        print(f"{name:34s} {(yaml.safe_load(p.read_text()) or {}).get('description', '')}")
+    for name, p in sweeps.items():
+        print(f"{name:{w}s}  {(yaml.safe_load(p.read_text()) or {}).get('description', '')}")
 
 # %% ../nbs/90_cli.ipynb #b766f493
 def _sweep(a):
@@ -145,8 +147,10 @@ def _add_run_commands(sub):
 # %% ../nbs/90_cli.ipynb #384d0227
 def _add_workbench(sub):
     "synth, configs, sweep, compare and demo."
+    from trainbench.task import task_names
     s = sub.add_parser('synth', help="write a small synthetic dataset in a task's on-disk format")
-    s.add_argument('task'); s.add_argument('dest')
+    s.add_argument('task', metavar='TASK', help=f"the task whose format to write: {', '.join(task_names())}")
+    s.add_argument('dest', metavar='DEST', help='the folder to write it to, e.g. data/TASK')
     s.add_argument('--n', type=int, help='size (per class for classify)'); s.add_argument('--seed', type=int, default=0)
     s.set_defaults(func=_synth)
 
