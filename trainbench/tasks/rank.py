@@ -225,7 +225,7 @@ class Rank(Task):
             # rebuilt from a checkpoint (predict), the statistics come from its state dict
             norm = copy.deepcopy(data.extra['norm']) if 'norm' in data.extra else FeatureNorm(*torch.ones(2, sum(data.info['dims'])), data.info['dims'])
             m = PairRanker(norm, mlp_scorer(len(norm.mean), cfg.model.mlp_hidden_dims, cfg.model.dropout))
-        log.info(describe_params(f'{cfg.model.mode} ranker' + (f' ({cfg.model.name})' if cfg.model.mode == 'e2e' else ''), m))
+        logging.getLogger('trainbench.train').info(describe_params(f'{cfg.model.mode} ranker' + (f' ({cfg.model.name})' if cfg.model.mode == 'e2e' else ''), m))
         return m
 
     def splitter(self, model): return [list(model.embed.parameters()), list(model.scorer.parameters())]
