@@ -660,12 +660,15 @@ def evaluate(run_dir, split:str=None)->dict:
     return results
 
 # %% ../nbs/07_learner.ipynb #2fe2b973
-def lr_search(cfg:Config, num_it:int=100)->dict:
+def lr_search(cfg:Config, num_it:int=100,
+              cbs:list=None, # more fastai callbacks for the search, e.g. a widget's progress feed
+             )->dict:
     "The LR finder on the `Learner` that `train` builds for `cfg`, in the state of its first stage."
     task = get_task(cfg.task)
     data, model = _setup(task, cfg)
     with tempfile.TemporaryDirectory() as tmp:   # fastai keeps the weights here during the search
         learn = build_learner(task, cfg, data, model, path=tmp)
+        if cbs: learn.add_cbs(cbs)
         if hasattr(learn, 'progress'): learn.remove_cb(ProgressCallback)
         learn.logger, learn.train_bn = noop, task.train_bn
         start_stage(learn, task.stages(cfg, data)[0])

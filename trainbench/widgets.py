@@ -7,7 +7,7 @@ from __future__ import annotations
 import html, io, logging, os, queue, re, threading, time, traceback, types, typing
 from pathlib import Path
 
-from .core import ConfigError, TrainbenchError, atomic_write   # first: quiets fastai's import-time warning
+from .core import ConfigError, TrainbenchError, atomic_write, log_to_console, progress_sink   # first: quiets fastai's import-time warning
 from .task import get_task
 from .config import Config, list_templates, load_config, parse_override, save_config, set_dotted
 from .compare import compare_runs, find_runs
@@ -242,6 +242,12 @@ def save(self:ConfigForm, path=None)->Path:
     return p
 
 # %% ../nbs/70_widgets.ipynb #e786d7ef
+class _SearchFeed(Callback):
+    "Report each iteration of fastai's LR search to `report(desc, done, total)`."
+    def __init__(self, report, num_it:int): self.report, self.num_it = report, num_it
+    def after_batch(self):
+        if self.training: self.report('LR search', self.train_iter, self.num_it)
+
 class LRFinder(_Shown):
     "The LR finder (`lr_search`) on the form's config: the curve, the suggestions, a log slider, and 'Use this LR'."
     def __init__(self, form:ConfigForm, num_it:int=100):
@@ -253,10 +259,11 @@ class LRFinder(_Shown):
                                      readout_format='.2e', description='pick', continuous_update=False,
                                      layout=W.Layout(width='560px'))   # eight decades: about 60 px each
         self.plot, self.status, self.used = W.Image(format='png', layout=W.Layout(max_width='640px', display='none')), W.HTML(''), W.HTML('')
+        self.bar, self.bar_text = W.IntProgress(value=0, max=1, layout=W.Layout(display='none')), W.Label('')
         self.find_button.on_click(lambda _: self.start())
         self.use_button.on_click(lambda _: self.use())
         self.pick.observe(lambda _: self.draw(), 'value')
-        self.widget = W.VBox([W.HBox([self.num_it, self.find_button]), self.status, self.plot,
+        self.widget = W.VBox([W.HBox([self.num_it, self.find_button]), W.HBox([self.bar, self.bar_text]), self.status, self.plot,
                               W.HBox([self.pick, self.use_button, self.used])])
 
     @property
@@ -269,8 +276,10 @@ class LRFinder(_Shown):
         self.error, self.find_button.disabled = None, True
         try:
             cfg = self.form.config
-            self.status.value = _html_note(f'searching ({self.num_it.value} iterations)...')
-            self.result = lr_search(cfg, self.num_it.value)
+            self.status.value = _html_note(f'preparing the data and the model, then searching ({self.num_it.value} iterations)...')
+            token = progress_sink.set(self._progress)   # feature extraction and cache builds report here
+            try: self.result = lr_search(cfg, self.num_it.value, cbs=[_SearchFeed(self._progress, self.num_it.value)])
+            finally: progress_sink.reset(token); self.bar.layout.display = 'none'
             s = self.result['suggestions']
             best, self.pick.value = recommended_lr(s)
             self.draw()
@@ -284,6 +293,12 @@ class LRFinder(_Shown):
             self.status.value = _html_error(f'{type(e).__name__}: {e}' if not isinstance(e, TrainbenchError) else e)
             raise
         finally: self.find_button.disabled = False
+
+    def _progress(self, desc:str, done:int, total:int):
+        "Show `done` of `total` steps of `desc` (feature extraction, the search's iterations) on the bar."
+        self.bar.layout.display = None
+        self.bar.max, self.bar.value = max(total or 1, 1), min(done, max(total or 1, 1))
+        self.bar_text.value = f'{desc}: {done}/{total or "?"}'
 
     def start(self):
         "What the button does: the search in a background thread."
