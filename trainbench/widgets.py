@@ -14,6 +14,7 @@ from .compare import compare_runs, find_runs
 from .learner import StopTraining, lr_search, plot_lr_find, recommended_lr, run_epoch, train
 from .runs import lower_is_better, new_run_dir, read_history, read_summary, run_config
 import ipywidgets as W
+import numpy as np
 import pandas as pd
 import yaml
 from fastai.callback.core import Callback
@@ -24,9 +25,9 @@ from pydantic import BaseModel
 log = logging.getLogger('trainbench.widgets')
 
 # %% auto #0
-__all__ = ['log', 'has_frontend', 'png', 'set_png', 'show_png', 'field_kind', 'FieldInput', 'config_inputs', 'ConfigForm',
-           'LRFinder', 'ProgressFeed', 'plot_training', 'TrainingDashboard', 'ResultsView', 'plot_curves',
-           'RunComparison', 'ensure_dataset']
+__all__ = ['log', 'WARMUP_BATCHES', 'has_frontend', 'png', 'set_png', 'show_png', 'field_kind', 'FieldInput', 'config_inputs',
+           'ConfigForm', 'LRFinder', 'ProgressFeed', 'plot_training', 'TrainingDashboard', 'eta_seconds', 'ResultsView',
+           'plot_curves', 'RunComparison', 'ensure_dataset']
 
 # %% ../nbs/70_widgets.ipynb #68c837bc
 def has_frontend()->bool:
@@ -396,21 +397,35 @@ def _reset(self:TrainingDashboard, run_dir:Path, cfg:Config, records:list):
     self.records, self.batches, self.status = records, [], 'running'
     self.total = get_task(cfg.task).total_epochs(cfg) if cfg else len(records)
     self.stopper, self.q = StopTraining(), queue.Queue()
-    self.t0 = self.epoch_t0 = time.time()
-    self.epoch_no, self.n_iter, self.iter, self.done_batches, self._last_plot, self._last_print = len(records), 1, 0, 0, 0., 0.
+    self.batch_times, self.epoch_times = [], []   # when each batch ended and each epoch began, in this session
+    self.epoch_no, self.n_iter, self.iter, self._last_plot, self._last_print = len(records), 1, 0, 0., 0.
 
 # %% ../nbs/70_widgets.ipynb #322af9d4
 def _eta(s:float)->str: return f'{int(s//60)}:{int(s%60):02d}' if s == s and s >= 0 else '?'
+
+WARMUP_BATCHES = 3   # a session's first batches, left out of the time per batch
+
+def eta_seconds(batch_times:list, # when each batch of this session ended
+                epoch_times:list, # when each epoch of this session began
+                it:int, n_iter:int, # batches done in this epoch, and its batches
+                epochs_left:int, # epochs after this one
+                warmup:int=WARMUP_BATCHES)->tuple:
+    "(seconds left in this epoch, seconds left in the run), from measured times; nan until there is a measure."
+    nan = float('nan')
+    per_batch = (batch_times[-1] - batch_times[warmup-1]) / (len(batch_times) - warmup) if len(batch_times) > warmup else nan
+    per_epoch = float(np.median(np.diff(epoch_times))) if len(epoch_times) >= 2 else nan
+    epoch = per_batch * (n_iter - it)
+    run = per_epoch * ((n_iter - it) / max(n_iter, 1) + epochs_left) if per_epoch == per_epoch else epoch + per_batch * n_iter * epochs_left
+    return epoch, run
 
 @patch
 def _bars(self:TrainingDashboard, now:float):
     self.epoch_bar.max, self.epoch_bar.value = max(self.total, 1), min(len(self.records), max(self.total, 1))
     self.batch_bar.max, self.batch_bar.value = max(self.n_iter, 1), min(self.iter, max(self.n_iter, 1))
-    per_batch = (now - self.t0) / self.done_batches if self.done_batches else float('nan')
-    left = (self.n_iter - self.iter) + self.n_iter * max(self.total - self.epoch_no, 0)
-    self.epoch_text.value = f'{len(self.records)}/{self.total} done, ETA {_eta(per_batch*left)}'
-    if self.iter: self.batch_text.value = (f'{self.iter}/{self.n_iter}, ETA '
-                                           f'{_eta((now - self.epoch_t0)/self.iter*(self.n_iter - self.iter))}')
+    epoch, run = eta_seconds(self.batch_times, self.epoch_times, self.iter, self.n_iter, max(self.total - self.epoch_no, 0))
+    live = self.status == 'running'   # a stopping run has no ETA
+    self.epoch_text.value = f'{len(self.records)}/{self.total} done' + (f', ETA {_eta(run)}' if live else '')
+    if self.iter: self.batch_text.value = f'{self.iter}/{self.n_iter}' + (f', ETA {_eta(epoch)}' if live else '')
 
 @patch
 def _table(self:TrainingDashboard):
@@ -438,11 +453,12 @@ def _read_queue(self:TrainingDashboard)->tuple:
         try: ev = self.q.get_nowait()
         except queue.Empty: break
         if ev[0] == 'epoch':
-            _, self.epoch_no, self.n_iter, self.epoch_t0 = ev
+            _, self.epoch_no, self.n_iter, t = ev
             self.iter, self.epoch_text.value = 0, ''
+            self.epoch_times.append(t)
         elif ev[0] == 'batch':
             _, self.iter, self.n_iter, loss, lr, t = ev
-            self.done_batches += 1; new_batches = True
+            self.batch_times.append(t); new_batches = True
             self.batches.append((self.epoch_no - 1 + self.iter/self.n_iter, loss))
             self.lr_text.value = f'LR {lr:.3e}   loss {loss:.4f}'
         elif ev[0] == 'validate': self.batch_text.value = 'validating...'
@@ -477,6 +493,7 @@ def _finished(self:TrainingDashboard):
     if self.error is not None and not isinstance(self.error, Exception): self.status = 'stopped'   # KeyboardInterrupt
     self.train_button.disabled, self.stop_button.disabled = False, True
     self.resume_button.disabled = self.status != 'stopped'
+    for t in (self.epoch_text, self.batch_text): t.value = t.value.partition(', ETA')[0]   # the run is over: no ETA
     if self.error is not None and isinstance(self.error, Exception):
         msg = f'{type(self.error).__name__}: {self.error}' if not isinstance(self.error, TrainbenchError) else str(self.error)
         self.message.value = (_html_error(f'training failed ({self.status}): {msg}') +
@@ -507,6 +524,7 @@ def start(self:TrainingDashboard, resume=None)->Path:
     if self.running: return self.run_dir
     try: cfg = self.form.config if resume is None else None
     except TrainbenchError as e:
+        self._clear()   # the bars, plot and table of the last run would read as this one's
         self.message.value = _html_error(e); self.error = e; self.status = 'invalid'
         return None
     if resume is None: self._reset(new_run_dir(cfg), cfg, [])
@@ -523,6 +541,14 @@ def start(self:TrainingDashboard, resume=None)->Path:
     return self.run_dir
 
 @patch
+def _clear(self:TrainingDashboard):
+    "Empty the bars, texts, plot and table."
+    for b in (self.epoch_bar, self.batch_bar): b.value = 0
+    for t in (self.epoch_text, self.batch_text, self.lr_text): t.value = ''
+    self.table.value = ''
+    set_png(self.plot, b'')
+
+@patch
 def _train(self:TrainingDashboard, target):
     try: self.run = target()
     except BaseException as e:
@@ -536,6 +562,7 @@ def stop(self:TrainingDashboard):
     self.stopper.requested.set()
     self.status = 'stopping'
     self.stop_button.disabled = True
+    for t in (self.epoch_text, self.batch_text): t.value = t.value.partition(', ETA')[0]   # no ETA for a run that is ending
     self.message.value = _html_note('stopping after this batch...')
     self._say('stop requested: ending after this batch')
 
@@ -658,5 +685,6 @@ def ensure_dataset(task:str, root, n:int=None, seed:int=0)->Path:
     "The dataset at `root`, first generated with `trainbench synth TASK ROOT` when the folder does not exist."
     root = Path(root)
     if root.exists(): return root
-    log.info(f'{root}: generating the synthetic {task} dataset')
+    log_to_console()   # the line shows in the notebook cell that asked for the data
+    log.info(f'{root}: generating the synthetic {task} dataset (trainbench synth {task} {root}); this takes a moment, once')
     return Path(get_task(task).synth(root, n=n, seed=seed))
