@@ -100,7 +100,8 @@ class FieldInput:
         name = key.rpartition('.')[2]
         self.kind = field_kind(name, field.annotation)
         base, self.optional = _unwrap(field.annotation)
-        lay, style = W.Layout(width='440px'), {'description_width': '150px'}
+        # 185 px holds the longest names (early_stopping_patience, normalize_retrieved) uncut at JupyterLab's 13 px font
+        lay, style = W.Layout(width='475px'), {'description_width': '185px'}
         k = self.kind
         if k == 'choice':
             opts = list(typing.get_args(base)) if typing.get_origin(base) is typing.Literal else [True, False]
@@ -122,7 +123,7 @@ class FieldInput:
         self.widget.description_allow_html = False
         desc = field.description or ''
         self.widget.tooltip = desc
-        label = [W.Label(name, layout=W.Layout(width='150px'))] if k in ('tags', 'ints', 'floats') else []
+        label = [W.Label(name, layout=W.Layout(width='185px'))] if k in ('tags', 'ints', 'floats') else []
         self.help = W.HTML(_html_note(desc), layout=W.Layout(width='460px'))
         self.error = W.HTML('')
         self.row = W.VBox([W.HBox(label + [self.widget, self.help]), self.error])
