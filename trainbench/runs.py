@@ -111,6 +111,7 @@ def plot_history(run_dir)->Path:
         for split in ('train', 'valid'):
             if f'{split}_{m}' in df: ax.plot(df.index, df[f'{split}_{m}'], marker='o', label=split)
         ax.set(title=m, xlabel='epoch'); ax.legend()
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))   # epochs are whole numbers
     fig.tight_layout()
     path = Path(run_dir)/'history.png'
     atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=90), 'wb')

@@ -20,6 +20,7 @@ import yaml
 from fastai.callback.core import Callback
 from fastcore.basics import noop, patch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from pydantic import BaseModel
 
 log = logging.getLogger('trainbench.widgets')
@@ -40,6 +41,9 @@ def png(fig:Figure, dpi:int=90)->bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
     return buf.getvalue()
+
+_TABLE_CSS = ('<style>.tb-epochs th, .tb-epochs td, .tb-compare th, .tb-compare td {text-align:right; padding:2px 8px; white-space:nowrap}'
+              ' .tb-compare td:first-child, .tb-compare th:first-child {text-align:left}</style>')
 
 def _html_error(msg:str)->str: return f'<span style="color:#c62828"><b>error:</b> {html.escape(str(msg))}</span>'
 def _html_note(msg:str)->str: return f'<span style="color:#555">{html.escape(str(msg))}</span>'
@@ -348,6 +352,7 @@ def plot_training(records:list, batches:list=(), # [(epoch + fraction, loss)]
     for c, col in (('train_loss', 'C0'), ('valid_loss', 'C1')):
         if c in df: axs[0].plot(df.epoch, df[c], 'o-', color=col, label=c)
     axs[0].set_xlabel('epoch'); axs[0].set_title('loss'); axs[0].grid(alpha=.3); axs[0].legend(fontsize=8)
+    for ax in axs: ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
     if other:
         if other in df: axs[1].plot(df.epoch, df[other], 'o-', color='C2')
         axs[1].set_xlabel('epoch'); axs[1].set_title(other + (' (monitored)' if other == monitor else '')); axs[1].grid(alpha=.3)
@@ -431,7 +436,10 @@ def _bars(self:TrainingDashboard, now:float):
 @patch
 def _table(self:TrainingDashboard):
     df = pd.DataFrame(self.records)
-    self.table.value = df.to_html(index=False, float_format=lambda v: f'{v:.4f}', border=0, classes='tb-epochs')
+    # numbers right-aligned under right-aligned headers; a box of fixed height that opens scrolled to its end (the
+    # column-reverse flex box starts at the bottom), so the last epochs are in view and the first a scroll away
+    self.table.value = (_TABLE_CSS + '<div style="display:flex;flex-direction:column-reverse;max-height:260px;overflow:auto">' +
+                        df.to_html(index=False, float_format=lambda v: f'{v:.4f}', border=0, classes='tb-epochs') + '</div>')
 
 @patch
 def _draw(self:TrainingDashboard, now:float):
@@ -604,7 +612,7 @@ def plot_curves(runs:list, monitor:str=None)->Figure:
     for ax, c in zip(axs, panels):
         for i, (r, h) in enumerate(hist.items()):
             if c in h: ax.plot(h.epoch, h[c], '-', marker='.', color=f'C{i % 10}', label=r.name)
-        ax.set_title(c); ax.set_xlabel('epoch'); ax.grid(alpha=.3)
+        ax.set_title(c); ax.set_xlabel('epoch'); ax.grid(alpha=.3); ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if hist and len(hist) <= 12: axs[0].legend(fontsize=7)
     return fig
 
@@ -653,7 +661,9 @@ class RunComparison(_Shown):
     def _render(self):
         if self.df is None: return
         df = self.sorted().assign(run=lambda d: d.run.map(lambda r: Path(r).name))
-        self.table.value = df.to_html(index=False, na_rep='', float_format=lambda v: f'{v:.4g}', border=0, classes='tb-compare')
+        # the box scrolls sideways instead of spilling out of the cell; run names never break at their hyphens
+        self.table.value = (_TABLE_CSS + '<div style="max-width:100%;overflow-x:auto">' +
+                            df.to_html(index=False, na_rep='', float_format=lambda v: f'{v:.4g}', border=0, classes='tb-compare') + '</div>')
 
 # %% ../nbs/70_widgets.ipynb #bd7b086b
 @patch
@@ -678,7 +688,7 @@ def export(self:RunComparison, path=None)->Path:
     p = Path(path or self.csv_path.value)
     df = self.sorted()
     atomic_write(p, lambda f: df.to_csv(f, index=False))
-    self.message.value = _html_note(f'wrote {p}')
+    self.message.value = _html_note(f'wrote {p.resolve()}')
     return p
 
 # %% ../nbs/70_widgets.ipynb #f5c4d7e3
