@@ -1031,5 +1031,6 @@ d = { 'settings': { 'branch': 'main',
                                     'trainbench.widgets.plot_curves': ('widgets.html#plot_curves', 'trainbench/widgets.py'),
                                     'trainbench.widgets.plot_training': ('widgets.html#plot_training', 'trainbench/widgets.py'),
                                     'trainbench.widgets.png': ('widgets.html#png', 'trainbench/widgets.py'),
+                                    'trainbench.widgets.project_path': ('widgets.html#project_path', 'trainbench/widgets.py'),
                                     'trainbench.widgets.set_png': ('widgets.html#set_png', 'trainbench/widgets.py'),
                                     'trainbench.widgets.show_png': ('widgets.html#show_png', 'trainbench/widgets.py')}}}

@@ -28,7 +28,7 @@ log = logging.getLogger('trainbench.widgets')
 # %% auto #0
 __all__ = ['log', 'WARMUP_BATCHES', 'has_frontend', 'png', 'set_png', 'show_png', 'field_kind', 'FieldInput', 'config_inputs',
            'ConfigForm', 'LRFinder', 'ProgressFeed', 'plot_training', 'TrainingDashboard', 'eta_seconds', 'ResultsView',
-           'plot_curves', 'RunComparison', 'ensure_dataset']
+           'plot_curves', 'RunComparison', 'project_path', 'ensure_dataset']
 
 # %% ../nbs/70_widgets.ipynb #68c837bc
 def has_frontend()->bool:
@@ -692,6 +692,11 @@ def export(self:RunComparison, path=None)->Path:
     return p
 
 # %% ../nbs/70_widgets.ipynb #f5c4d7e3
+def project_path(*parts)->Path:
+    "`parts` under the project folder: the nearest folder at or above the working directory with a settings.ini (a trainbench checkout), else the working directory."
+    here = Path.cwd().resolve()
+    return next((p for p in (here, *here.parents) if (p/'settings.ini').is_file()), here).joinpath(*parts)
+
 def ensure_dataset(task:str, root, n:int=None, seed:int=0)->Path:
     "The dataset at `root`, first generated with `trainbench synth TASK ROOT` when the folder does not exist."
     root = Path(root)
