@@ -22,12 +22,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/trainbench demo
 
-# nbdev_test runs two notebooks at a time on two cores: one torch thread each, not two each.
+# nbdev_test runs two notebooks at a time on two cores: one torch thread each, not two each. The notebooks' caches go
+# to a temporary folder, not the user's (~/.cache/trainbench); the pytest suite makes its own (tests/conftest.py).
 # pytest runs in two worker processes, one torch thread each: while one waits on a kernel, a server or a subprocess,
 # the other trains. --dist loadfile keeps each file's tests (and its module fixtures) in one worker; the datasets and
 # shared runs of tests/conftest.py are made once for both.
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
+	export TRAINBENCH_CACHE=$$(mktemp -d); OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2; s=$$?; rm -rf "$$TRAINBENCH_CACHE"; exit $$s
 	OMP_NUM_THREADS=1 $(BIN)/pytest tests -n 2 --dist loadfile
 
 lab: $(STAMP)

@@ -44,6 +44,16 @@ SHARED = {
 }
 
 
+@pytest.fixture(scope='session', autouse=True)
+def user_cache(tmp_path_factory):
+    "The suite's caches go to a temporary folder, never the user's (`default_cache_dir`: $TRAINBENCH_CACHE, ~/.cache/trainbench)."
+    old = os.environ.get('TRAINBENCH_CACHE')
+    os.environ['TRAINBENCH_CACHE'] = str(tmp_path_factory.mktemp('user-cache'))   # CLI processes and papermill kernels inherit it
+    yield Path(os.environ['TRAINBENCH_CACHE'])
+    if old is None: os.environ.pop('TRAINBENCH_CACHE', None)
+    else: os.environ['TRAINBENCH_CACHE'] = old
+
+
 def cli(*args):
     "Run the CLI in this process; returns (exit status, stdout, stderr)."
     out, err = io.StringIO(), io.StringIO()

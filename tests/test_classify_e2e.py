@@ -42,7 +42,7 @@ def test_quick_run_learns_and_writes_every_artifact(quick_run):
 
 def test_console_and_log_carry_the_reference_lines(quick_run):
     run_dir, err = quick_run
-    for line in ['[data] Found 4 classes:', '[data] Model: resnet18, Parameters: 11.2M (11.2M trainable)',
+    for line in ['[data] Found 4 classes:', '[train] Model: resnet18, Parameters: 11.2M (11.2M trainable)',
                  '[train] Epoch 1/12', '[train]   Train: loss=', '[train]   Val:   loss=',
                  '[train]   Saved best model (val_acc=', '[train] Best validation accuracy:', '[train] Total training time:',
                  f'[train] Model saved: {run_dir}/best_model.pth']:

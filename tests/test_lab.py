@@ -3,7 +3,7 @@
 JupyterLab runs on 127.0.0.1 with token authentication on (a random token, passed in the URL), with its config,
 runtime and settings folders in the test's temporary directory. Playwright drives the system Chromium
 (`apt-get install chromium`; Playwright's own browser download needs the internet). Screenshots of each step are
-saved in the test's temporary directory, and the last one is copied to outputs/test-artifacts/lab-stopped.png.
+saved in the test's temporary directory and copied to outputs/test-artifacts/lab-<step>.png.
 """
 import json, os, re, secrets, shutil, signal, socket, subprocess, sys, time, urllib.error, urllib.request
 from pathlib import Path
@@ -114,7 +114,10 @@ def test_tutorial_in_jupyterlab(lab, tmp_path):
             status.wait_for(timeout=180_000)
             find.scroll_into_view_if_needed()
             shot(page, 'lr-finder')
+            assert 'recommended: ' in status.first.inner_text()   # the widget says which mark it starts the slider on
             _button(page, 'Use this LR').click()
+            page.locator('.widget-html-content').filter(has_text='set training.lr = ').wait_for(timeout=30_000)   # confirmed beside the button
+            shot(page, 'lr-used')
 
             train = _button(page, 'Train')
             train.scroll_into_view_if_needed()
@@ -154,4 +157,4 @@ def test_tutorial_in_jupyterlab(lab, tmp_path):
     assert not [e for e in errors if 'widget' in e.lower()], errors
     for s in shots: assert s.stat().st_size > 10_000, s
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(shots[-1], ARTIFACTS/'lab-stopped.png')
+    for s in shots: shutil.copy(s, ARTIFACTS/s.name)   # lab-form, lab-lr-finder, lab-lr-used, lab-training, lab-stopped

@@ -121,7 +121,12 @@ def test_lr_find_saves_plot_and_suggestions(shapes, tmp_path):
                          '--num-it', '20', '--output-dir', tmp_path)
     assert code == 0, err
     assert out.startswith('suggested lr: ')
+    assert '\r' not in err and 'LR search' not in err, err   # no terminal: log lines only, no progress bar
     d = next(tmp_path.glob('classify/quick/lr_find_*'))
     res = json.loads((d/'lr_find.json').read_text())
-    assert set(res['suggestions']) == {'valley', 'minimum', 'steep'} and len(res['lrs']) > 5
+    sug, lrs, losses = res['suggestions'], res['lrs'][2:-5], res['losses'][2:-5]   # the curve lr_suggestions reads
+    assert 'minimum' in sug and set(sug) <= {'valley', 'minimum', 'steep'} and len(res['lrs']) > 5, sug
+    assert all(v <= lrs[losses.index(min(losses))] * (1 + 1e-6) for v in sug.values()), sug   # none past the loss minimum
+    name = 'valley' if 'valley' in sug else next(iter(sug))
+    assert out.startswith(f'suggested lr: {sug[name]:.2e} ({name})'), out
     assert (d/'lr_find.png').read_bytes()[:4] == b'\x89PNG'

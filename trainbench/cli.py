@@ -22,9 +22,10 @@ def _train(a):
     if run.summary['status'] == 'stopped': return 130
 
 def _lr_find(a):
-    from trainbench.learner import lr_find
+    from trainbench.learner import lr_find, recommended_lr
     with contextlib.redirect_stdout(sys.stderr): res = lr_find(a.config, a.set, output_dir=a.output_dir, num_it=a.num_it)
-    print(f"suggested lr: {res['suggestions']['valley']:.2e} (valley); plot: {res['plot']}")
+    name, lr = recommended_lr(res['suggestions'])
+    print(f"suggested lr: {lr:.2e} ({name}); plot: {res['plot']}")
 
 # %% ../nbs/90_cli.ipynb #f7d7c342
 def _evaluate(a):
@@ -57,13 +58,15 @@ def _configs(a):
     import yaml
     from trainbench.config import find_config, list_templates
     if a.show: return print(find_config(a.show).read_text(), end='')
-    for name, p in list_templates().items():
-        desc = (yaml.safe_load(p.read_text()) or {}).get('description', '')
-        print(f'{name:34s} {desc}')
     from trainbench.sweep import list_sweeps
+    templates, sweeps = list_templates(), list_sweeps()
+    w = max(map(len, [*templates, *sweeps]))   # one column for every name, however long
+    for name, p in templates.items():
+        desc = (yaml.safe_load(p.read_text()) or {}).get('description', '')
+        print(f'{name:{w}s}  {desc}')
     print('\nsweeps (trainbench sweep NAME):')
-    for name, p in list_sweeps().items():
-        print(f"{name:34s} {(yaml.safe_load(p.read_text()) or {}).get('description', '')}")
+    for name, p in sweeps.items():
+        print(f"{name:{w}s}  {(yaml.safe_load(p.read_text()) or {}).get('description', '')}")
 
 # %% ../nbs/90_cli.ipynb #b766f493
 def _sweep(a):
@@ -144,8 +147,10 @@ def _add_run_commands(sub):
 # %% ../nbs/90_cli.ipynb #384d0227
 def _add_workbench(sub):
     "synth, configs, sweep, compare and demo."
+    from trainbench.task import task_names
     s = sub.add_parser('synth', help="write a small synthetic dataset in a task's on-disk format")
-    s.add_argument('task'); s.add_argument('dest')
+    s.add_argument('task', metavar='TASK', help=f"the task whose format to write: {', '.join(task_names())}")
+    s.add_argument('dest', metavar='DEST', help='the folder to write it to, e.g. data/TASK')
     s.add_argument('--n', type=int, help='size (per class for classify)'); s.add_argument('--seed', type=int, default=0)
     s.add_argument('--force', action='store_true', help='write into a non-empty DEST (only the files it generates are replaced)')
     s.set_defaults(func=_synth)

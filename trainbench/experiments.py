@@ -14,7 +14,7 @@ from .runs import new_run_dir, read_summary, update_summary
 log = logging.getLogger('trainbench.experiments')
 
 # %% auto #0
-__all__ = ['log', 'experiments_dir', 'experiment_notebook', 'check_parameters', 'run_notebook']
+__all__ = ['log', 'experiments_dir', 'experiment_notebook', 'check_parameters', 'ipc_kernel_manager', 'run_notebook']
 
 # %% ../nbs/09_experiments.ipynb #d5bc04f4
 def experiments_dir()->Path:
@@ -35,6 +35,17 @@ def check_parameters(nb)->dict:
     params = pm.inspect_notebook(str(nb))
     if not params: raise TrainbenchError(f"{nb}: no cell tagged 'parameters' (papermill needs one to inject the run's settings)")
     return params
+
+# %% ../nbs/09_experiments.ipynb #dd4909b4
+def ipc_kernel_manager():
+    "A jupyter_client `KernelManager` class whose kernels talk over local IPC sockets instead of TCP ports."
+    from jupyter_client.manager import KernelManager
+    from traitlets import CaselessStrEnum
+    global _IPCKernelManager
+    if '_IPCKernelManager' not in globals():
+        class _IPCKernelManager(KernelManager):
+            transport = CaselessStrEnum(['tcp', 'ipc'], default_value='ipc', config=True)
+    return _IPCKernelManager
 
 # %% ../nbs/09_experiments.ipynb #5ed6ee13
 def run_notebook(config, # template name, YAML path, dict or `Config`
@@ -62,7 +73,7 @@ def run_notebook(config, # template name, YAML path, dict or `Config`
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f'.{nb.stem}.', suffix='.ipynb'); os.close(fd)
     log.info(f'Executing {nb} for {run_dir}')
     try:
-        pm.execute_notebook(str(nb), tmp, parameters=params, kernel_name=kernel_name, progress_bar=False,
+        pm.execute_notebook(str(nb), tmp, parameters=params, kernel_name=kernel_name, progress_bar=False, kernel_manager_class=ipc_kernel_manager(),
                             cwd=str(cwd or os.getcwd()), execution_timeout=cell_timeout)
     except Exception as e:
         if read_summary(run_dir).get('status') != 'failed':   # it failed before train() could say so

@@ -4,11 +4,11 @@
 
 # %% ../nbs/16_features.ipynb #2f3be0f1
 from __future__ import annotations
-import contextlib, fcntl, hashlib, json, logging, os, sys, uuid
+import contextlib, fcntl, hashlib, json, logging, os, uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from .core import ConfigError, TrainbenchError, atomic_write, did_you_mean, read_json, write_json   # first: quiets fastai
+from .core import ConfigError, TrainbenchError, atomic_write, did_you_mean, progress, read_json, write_json   # first: quiets fastai
 from .data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, eval_transforms, resize
 from .models import clip_model_name, create_backbone, create_clip, seeded, tiny_clip_config
 import numpy as np
@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from fastcore.parallel import parallel
 from torchvision.transforms import v2 as T
-from tqdm.auto import tqdm
 
 log = logging.getLogger('trainbench.features')
 
@@ -188,8 +187,10 @@ def cached_rows(files:list, # image files
     cache = FeatureCache(cache_dir, extractor) if cache_dir is not None else None
     cached, index = cache.read() if cache else (None, {})
     todo = sorted({k: i for i, k in enumerate(keys) if k not in index}.values())   # one file per distinct content
+    if cache and not todo: log.info(f'{extractor.kind}: all {len(keys)} images from the cache in {cache.dir}')
     if todo:
-        log.info(f'Extracting {extractor!r} features of {len(todo)} images ({len(keys) - len(todo)} cached)')
+        log.info(f'Extracting {extractor!r} features of {len(todo)} images ({len(keys) - len(todo)} cached)' +
+                 (f' into the cache in {cache.dir}' if cache else ''))
         device = torch.device(device or 'cpu')
         batch_size = batch_size or (64 if device.type == 'cuda' else 8)
         ext = extractor.to(device)
@@ -198,7 +199,8 @@ def cached_rows(files:list, # image files
                                          generator=torch.Generator())   # its own RNG: a cold cache must not change the run's seeding
         out = []
         with torch.inference_mode(), extractor.autocast(device.type):
-            for x in tqdm(dl, desc=extractor.kind, file=sys.stderr, leave=False, disable=None):
+            what = 'images' if extractor.dtype == np.uint8 else 'features'   # the decoded-image cache, or features
+            for x in progress(dl, desc=f'{extractor.kind} {what}', unit='batch', log=log):   # a bar on a terminal, else a line every 10 s
                 y = ext(x.to(device, non_blocking=True))
                 out.append((y.float() if extractor.dtype == np.float32 else y).cpu())
         extractor.to('cpu')

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .core import log_to_console   # first: quiets fastai
+from .core import default_cache_dir, log_to_console   # first: quiets fastai
 from .data import BatchAugment, ImageDataset, eval_transforms, normalize_batch, resize, train_transforms
 from .features import FeatureExtractor, cached_rows
 import numpy as np
@@ -44,8 +44,10 @@ class CachedImageDataset(torch.utils.data.Dataset):
 
 class ImageCache:
     "The decoded images of `files` in the shared cache, as `extractor` makes them (e.g. `DecodedImages`); `dataset` reads any of them."
-    def __init__(self, files:list, extractor:FeatureExtractor, cache_dir='data/cache', num_workers:int=0):
+    def __init__(self, files:list, extractor:FeatureExtractor, cache_dir=None, # None: the user's cache (`default_cache_dir`)
+                 num_workers:int=0):
         files = list(dict.fromkeys(str(f) for f in files))   # each file once, whichever splits name it
+        cache_dir = default_cache_dir() if cache_dir is None else cache_dir
         self.data, rows = cached_rows([Path(f) for f in files], extractor, cache_dir, batch_size=32, num_workers=num_workers)
         self.row, self.shape = dict(zip(files, rows)), extractor.shape
     def dataset(self, files:list, targets:list=None, tfm=None)->CachedImageDataset:
@@ -54,7 +56,7 @@ class ImageCache:
 
 def cached_images(files:list, # image files
                   img_size:int, keep_aspect:bool=False,
-                  cache_dir='data/cache', num_workers:int=0,
+                  cache_dir=None, num_workers:int=0,
                  )->tuple:
     "(memory-mapped uint8 rows, row of each file, image shape): decoding the files not yet in the cache."
     c = ImageCache(files, DecodedImages(img_size, keep_aspect), cache_dir, num_workers)
@@ -70,7 +72,7 @@ def image_datasets(splits:dict, # split name -> (files, targets)
                    img_size:int,
                    train:tuple=('train',), # the splits that get the training augmentation
                    cache:bool=False, # read the decoded-image cache (`data.cache_images`)
-                   cache_dir='data/cache', num_workers:int=0,
+                   cache_dir=None, num_workers:int=0,
                    batch_augment:bool=False, # augment per batch on the device (`data.batch_augment`), not per image
                   )->tuple:
     "(split name -> dataset, the loaders' batch transform, the training loader's batch transform)."

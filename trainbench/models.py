@@ -209,6 +209,16 @@ def clip_model_name(model:str, # an open_clip name (trainbench's bundled configs
     return model
 
 # %% ../nbs/03_models.ipynb #dfaf36c3
+_SAID_RANDOM = set()   # the CLIP models said to start from random weights in this process
+
+@contextmanager
+def _quiet_random_init():
+    "Drop open_clip's root-logger warning 'No pretrained weights loaded ... initialized randomly': asked-for random weights are said once, below."
+    f = lambda r: not r.getMessage().startswith('No pretrained weights loaded')
+    logging.getLogger().addFilter(f)
+    try: yield
+    finally: logging.getLogger().removeFilter(f)
+
 def create_clip(model:str, # an open_clip name or a model-config JSON path
                 pretrained=None, # an open_clip tag ('openai'), a checkpoint file, or None: random weights
                 key:str='features.clip', # the config prefix errors name: '<key>_model', '<key>_pretrained'
@@ -218,8 +228,12 @@ def create_clip(model:str, # an open_clip name or a model-config JSON path
     name = clip_model_name(model, key)
     if pretrained and Path(pretrained).suffix in ('.pt', '.pth', '.bin', '.safetensors') and not Path(pretrained).is_file():
         raise ConfigError(f'{key}_pretrained: checkpoint {pretrained} does not exist')
+    if not pretrained and name not in _SAID_RANDOM:   # once per model and process, not at every build (features, LR search, evaluate)
+        _SAID_RANDOM.add(name)
+        log.info(f'CLIP {name}: random weights ({key}_pretrained is not set), as intended for the quick templates; '
+                 f'set it (e.g. openai) for pretrained features')
     try:
-        with seeded(): m, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained or None)
+        with seeded(), _quiet_random_init(): m, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained or None)
     except Exception as e:
         if not pretrained: raise
         raise TrainbenchError(

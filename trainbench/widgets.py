@@ -7,26 +7,28 @@ from __future__ import annotations
 import html, io, logging, os, queue, re, threading, time, traceback, types, typing
 from pathlib import Path
 
-from .core import ConfigError, TrainbenchError, atomic_write   # first: quiets fastai's import-time warning
+from .core import ConfigError, TrainbenchError, atomic_write, log_to_console, progress_sink   # first: quiets fastai's import-time warning
 from .task import get_task
 from .config import Config, list_templates, load_config, parse_override, save_config, set_dotted
 from .compare import compare_runs, find_runs
-from .learner import StopTraining, lr_search, plot_lr_find, run_epoch, train
+from .learner import StopTraining, lr_search, plot_lr_find, recommended_lr, run_epoch, train
 from .runs import lower_is_better, new_run_dir, read_history, read_summary, run_config
 import ipywidgets as W
+import numpy as np
 import pandas as pd
 import yaml
 from fastai.callback.core import Callback
 from fastcore.basics import noop, patch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from pydantic import BaseModel
 
 log = logging.getLogger('trainbench.widgets')
 
 # %% auto #0
-__all__ = ['log', 'has_frontend', 'png', 'set_png', 'show_png', 'field_kind', 'FieldInput', 'config_inputs', 'ConfigForm',
-           'LRFinder', 'ProgressFeed', 'plot_training', 'TrainingDashboard', 'ResultsView', 'plot_curves',
-           'RunComparison', 'ensure_dataset']
+__all__ = ['log', 'WARMUP_BATCHES', 'has_frontend', 'png', 'set_png', 'show_png', 'field_kind', 'FieldInput', 'config_inputs',
+           'ConfigForm', 'LRFinder', 'ProgressFeed', 'plot_training', 'TrainingDashboard', 'eta_seconds', 'ResultsView',
+           'plot_curves', 'RunComparison', 'project_path', 'ensure_dataset']
 
 # %% ../nbs/70_widgets.ipynb #68c837bc
 def has_frontend()->bool:
@@ -39,6 +41,9 @@ def png(fig:Figure, dpi:int=90)->bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
     return buf.getvalue()
+
+_TABLE_CSS = ('<style>.tb-epochs th, .tb-epochs td, .tb-compare th, .tb-compare td {text-align:right; padding:2px 8px; white-space:nowrap}'
+              ' .tb-compare td:first-child, .tb-compare th:first-child {text-align:left}</style>')
 
 def _html_error(msg:str)->str: return f'<span style="color:#c62828"><b>error:</b> {html.escape(str(msg))}</span>'
 def _html_note(msg:str)->str: return f'<span style="color:#555">{html.escape(str(msg))}</span>'
@@ -85,10 +90,12 @@ def field_kind(name:str, ann)->str:
     return 'yaml'
 
 # %% ../nbs/70_widgets.ipynb #7bdcbcf2
-def _yaml_text(v)->str:
+def _yaml_text(v, raw_str:bool=True)->str:
+    "`v` as the one line a field shows; a string as is when `raw_str`, else quoted where YAML would read it otherwise."
     if v is None: return ''
-    if isinstance(v, str): return v
-    return yaml.safe_dump(v, default_flow_style=True, sort_keys=False, width=10_000).strip()
+    if isinstance(v, str) and raw_str: return v
+    # PyYAML ends a lone scalar's document with '...' (`0\n...`): that marker is not part of the value
+    return yaml.safe_dump(v, default_flow_style=True, sort_keys=False, width=10_000).removesuffix('...\n').strip()
 
 class FieldInput:
     "The widget of one config field (`key` dotted), with its help text and the place its error is shown."
@@ -97,11 +104,13 @@ class FieldInput:
         name = key.rpartition('.')[2]
         self.kind = field_kind(name, field.annotation)
         base, self.optional = _unwrap(field.annotation)
-        lay, style = W.Layout(width='440px'), {'description_width': '150px'}
+        # 185 px holds the longest names (early_stopping_patience, normalize_retrieved) uncut at JupyterLab's 13 px font
+        lay, style = W.Layout(width='475px'), {'description_width': '185px'}
         k = self.kind
         if k == 'choice':
             opts = list(typing.get_args(base)) if typing.get_origin(base) is typing.Literal else [True, False]
-            self.widget = W.Dropdown(options=([None] if self.optional else []) + opts, description=name, layout=lay, style=style)
+            opts = ([None] if self.optional else []) + opts   # labelled as YAML writes them: null, true, false
+            self.widget = W.Dropdown(options=[(_yaml_text(o, False) or 'null', o) for o in opts], description=name, layout=lay, style=style)
         elif k == 'bool': self.widget = W.Checkbox(description=name, indent=True, layout=lay, style=style)
         elif k == 'lr': self.widget = W.FloatLogSlider(base=10, min=-8, max=1, step=0.05, readout_format='.1e', description=name,
                                                       continuous_update=False, layout=lay, style=style)
@@ -109,6 +118,7 @@ class FieldInput:
         elif k == 'float': self.widget = W.FloatText(description=name, layout=lay, style=style)
         elif k in ('tags', 'ints', 'floats'):
             self.widget = {'tags': W.TagsInput, 'ints': W.IntsInput, 'floats': W.FloatsInput}[k](allow_duplicates=True, layout=lay)
+            if self.optional: self.widget.placeholder = 'null'
         else:
             big = k == 'yaml' and isinstance(value, list) and any(isinstance(v, dict) for v in value)
             self.widget = (W.Textarea(rows=6, layout=W.Layout(width='600px')) if big else W.Text(layout=lay, continuous_update=False))
@@ -117,7 +127,7 @@ class FieldInput:
         self.widget.description_allow_html = False
         desc = field.description or ''
         self.widget.tooltip = desc
-        label = [W.Label(name, layout=W.Layout(width='150px'))] if k in ('tags', 'ints', 'floats') else []
+        label = [W.Label(name, layout=W.Layout(width='185px'))] if k in ('tags', 'ints', 'floats') else []
         self.help = W.HTML(_html_note(desc), layout=W.Layout(width='460px'))
         self.error = W.HTML('')
         self.row = W.VBox([W.HBox(label + [self.widget, self.help]), self.error])
@@ -128,8 +138,9 @@ class FieldInput:
         k = self.kind
         if k == 'lr': v = float(v)
         elif k in ('tags', 'ints', 'floats'): v = list(v or [])
-        elif k in ('str', 'yaml'): v = _yaml_text(v)
-        self.widget.value = v
+        elif k in ('str', 'yaml'): v = _yaml_text(v, raw_str=k == 'str')
+        if k == 'choice' and v is None: self.widget.index = 0   # the `null` option; value None would mean "nothing selected"
+        else: self.widget.value = v
 
     def get(self):
         "The plain value the widget holds, as the config's YAML would write it."
@@ -237,6 +248,12 @@ def save(self:ConfigForm, path=None)->Path:
     return p
 
 # %% ../nbs/70_widgets.ipynb #e786d7ef
+class _SearchFeed(Callback):
+    "Report each iteration of fastai's LR search to `report(desc, done, total)`."
+    def __init__(self, report, num_it:int): self.report, self.num_it = report, num_it
+    def after_batch(self):
+        if self.training: self.report('LR search', self.train_iter, self.num_it)
+
 class LRFinder(_Shown):
     "The LR finder (`lr_search`) on the form's config: the curve, the suggestions, a log slider, and 'Use this LR'."
     def __init__(self, form:ConfigForm, num_it:int=100):
@@ -245,13 +262,15 @@ class LRFinder(_Shown):
         self.find_button = W.Button(description='Find LR', icon='search', button_style='info')
         self.use_button = W.Button(description='Use this LR', icon='check', disabled=True)
         self.pick = W.FloatLogSlider(value=self.form.inputs[self.lr_key].get(), base=10, min=-7, max=1, step=0.01,
-                                     readout_format='.2e', description='pick', continuous_update=False)
-        self.plot, self.status = W.Image(format='png', layout=W.Layout(max_width='640px', display='none')), W.HTML('')
+                                     readout_format='.2e', description='pick', continuous_update=False,
+                                     layout=W.Layout(width='560px'))   # eight decades: about 60 px each
+        self.plot, self.status, self.used = W.Image(format='png', layout=W.Layout(max_width='640px', display='none')), W.HTML(''), W.HTML('')
+        self.bar, self.bar_text = W.IntProgress(value=0, max=1, layout=W.Layout(display='none')), W.Label('')
         self.find_button.on_click(lambda _: self.start())
         self.use_button.on_click(lambda _: self.use())
         self.pick.observe(lambda _: self.draw(), 'value')
-        self.widget = W.VBox([W.HBox([self.num_it, self.find_button]), self.status, self.plot,
-                              W.HBox([self.pick, self.use_button])])
+        self.widget = W.VBox([W.HBox([self.num_it, self.find_button]), W.HBox([self.bar, self.bar_text]), self.status, self.plot,
+                              W.HBox([self.pick, self.use_button, self.used])])
 
     @property
     def lr_key(self)->str:
@@ -263,13 +282,16 @@ class LRFinder(_Shown):
         self.error, self.find_button.disabled = None, True
         try:
             cfg = self.form.config
-            self.status.value = _html_note(f'searching ({self.num_it.value} iterations)...')
-            self.result = lr_search(cfg, self.num_it.value)
+            self.status.value = _html_note(f'preparing the data and the model, then searching ({self.num_it.value} iterations)...')
+            token = progress_sink.set(self._progress)   # feature extraction and cache builds report here
+            try: self.result = lr_search(cfg, self.num_it.value, cbs=[_SearchFeed(self._progress, self.num_it.value)])
+            finally: progress_sink.reset(token); self.bar.layout.display = 'none'
             s = self.result['suggestions']
-            self.pick.value = s.get('valley') or next(iter(s.values()))
+            best, self.pick.value = recommended_lr(s)
             self.draw()
-            self.use_button.disabled = False
-            self.status.value = _html_note('suggestions: ' + ', '.join(f'{k} {v:.1e}' for k, v in s.items()) +
+            self.use_button.disabled, self.used.value = False, ''
+            self.status.value = _html_note(f'recommended: {best} {s[best]:.1e}' + (" (fastai's default; the slider starts there)" if best == 'valley' else ' (valley lay past the loss minimum)') +
+                                           '; suggestions: ' + ', '.join(f'{k} {v:.1e}' for k, v in s.items()) +
                                            ('' if self.result['weights_unchanged'] else ' (WARNING: the weights changed)'))
             return self.result
         except Exception as e:
@@ -277,6 +299,12 @@ class LRFinder(_Shown):
             self.status.value = _html_error(f'{type(e).__name__}: {e}' if not isinstance(e, TrainbenchError) else e)
             raise
         finally: self.find_button.disabled = False
+
+    def _progress(self, desc:str, done:int, total:int):
+        "Show `done` of `total` steps of `desc` (feature extraction, the search's iterations) on the bar."
+        self.bar.layout.display = None
+        self.bar.max, self.bar.value = max(total or 1, 1), min(done, max(total or 1, 1))
+        self.bar_text.value = f'{desc}: {done}/{total or "?"}'
 
     def start(self):
         "What the button does: the search in a background thread."
@@ -295,7 +323,9 @@ class LRFinder(_Shown):
 
     def use(self, lr:float=None):
         "Write `lr` (default: the slider's), to two significant digits, into the form."
-        self.form.set(self.lr_key, float(f'{lr or self.pick.value:.2g}'))   # 6.3e-05, not 6.309573444801929e-05: it names the run
+        v = float(f'{lr or self.pick.value:.2g}')   # 6.3e-05, not 6.309573444801929e-05: it names the run
+        self.form.set(self.lr_key, v)
+        self.used.value = _html_note(f'set {self.lr_key} = {v:g} in the config form ({self.lr_key.split(".")[0]} section)')
 
 # %% ../nbs/70_widgets.ipynb #c61e7a56
 class ProgressFeed(Callback):
@@ -322,6 +352,7 @@ def plot_training(records:list, batches:list=(), # [(epoch + fraction, loss)]
     for c, col in (('train_loss', 'C0'), ('valid_loss', 'C1')):
         if c in df: axs[0].plot(df.epoch, df[c], 'o-', color=col, label=c)
     axs[0].set_xlabel('epoch'); axs[0].set_title('loss'); axs[0].grid(alpha=.3); axs[0].legend(fontsize=8)
+    for ax in axs: ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
     if other:
         if other in df: axs[1].plot(df.epoch, df[other], 'o-', color='C2')
         axs[1].set_xlabel('epoch'); axs[1].set_title(other + (' (monitored)' if other == monitor else '')); axs[1].grid(alpha=.3)
@@ -372,26 +403,43 @@ def _reset(self:TrainingDashboard, run_dir:Path, cfg:Config, records:list):
     self.records, self.batches, self.status = records, [], 'running'
     self.total = get_task(cfg.task).total_epochs(cfg) if cfg else len(records)
     self.stopper, self.q = StopTraining(), queue.Queue()
-    self.t0 = self.epoch_t0 = time.time()
-    self.epoch_no, self.n_iter, self.iter, self.done_batches, self._last_plot, self._last_print = len(records), 1, 0, 0, 0., 0.
+    self.batch_times, self.epoch_times = [], []   # when each batch ended and each epoch began, in this session
+    self.epoch_no, self.n_iter, self.iter, self._last_plot, self._last_print = len(records), 1, 0, 0., 0.
 
 # %% ../nbs/70_widgets.ipynb #322af9d4
 def _eta(s:float)->str: return f'{int(s//60)}:{int(s%60):02d}' if s == s and s >= 0 else '?'
+
+WARMUP_BATCHES = 3   # a session's first batches, left out of the time per batch
+
+def eta_seconds(batch_times:list, # when each batch of this session ended
+                epoch_times:list, # when each epoch of this session began
+                it:int, n_iter:int, # batches done in this epoch, and its batches
+                epochs_left:int, # epochs after this one
+                warmup:int=WARMUP_BATCHES)->tuple:
+    "(seconds left in this epoch, seconds left in the run), from measured times; nan until there is a measure."
+    nan = float('nan')
+    per_batch = (batch_times[-1] - batch_times[warmup-1]) / (len(batch_times) - warmup) if len(batch_times) > warmup else nan
+    per_epoch = float(np.median(np.diff(epoch_times))) if len(epoch_times) >= 2 else nan
+    epoch = per_batch * (n_iter - it)
+    run = per_epoch * ((n_iter - it) / max(n_iter, 1) + epochs_left) if per_epoch == per_epoch else epoch + per_batch * n_iter * epochs_left
+    return epoch, run
 
 @patch
 def _bars(self:TrainingDashboard, now:float):
     self.epoch_bar.max, self.epoch_bar.value = max(self.total, 1), min(len(self.records), max(self.total, 1))
     self.batch_bar.max, self.batch_bar.value = max(self.n_iter, 1), min(self.iter, max(self.n_iter, 1))
-    per_batch = (now - self.t0) / self.done_batches if self.done_batches else float('nan')
-    left = (self.n_iter - self.iter) + self.n_iter * max(self.total - self.epoch_no, 0)
-    self.epoch_text.value = f'{len(self.records)}/{self.total} done, ETA {_eta(per_batch*left)}'
-    if self.iter: self.batch_text.value = (f'{self.iter}/{self.n_iter}, ETA '
-                                           f'{_eta((now - self.epoch_t0)/self.iter*(self.n_iter - self.iter))}')
+    epoch, run = eta_seconds(self.batch_times, self.epoch_times, self.iter, self.n_iter, max(self.total - self.epoch_no, 0))
+    live = self.status == 'running'   # a stopping run has no ETA
+    self.epoch_text.value = f'{len(self.records)}/{self.total} done' + (f', ETA {_eta(run)}' if live else '')
+    if self.iter: self.batch_text.value = f'{self.iter}/{self.n_iter}' + (f', ETA {_eta(epoch)}' if live else '')
 
 @patch
 def _table(self:TrainingDashboard):
     df = pd.DataFrame(self.records)
-    self.table.value = df.to_html(index=False, float_format=lambda v: f'{v:.4f}', border=0, classes='tb-epochs')
+    # numbers right-aligned under right-aligned headers; a box of fixed height that opens scrolled to its end (the
+    # column-reverse flex box starts at the bottom), so the last epochs are in view and the first a scroll away
+    self.table.value = (_TABLE_CSS + '<div style="display:flex;flex-direction:column-reverse;max-height:260px;overflow:auto">' +
+                        df.to_html(index=False, float_format=lambda v: f'{v:.4f}', border=0, classes='tb-epochs') + '</div>')
 
 @patch
 def _draw(self:TrainingDashboard, now:float):
@@ -414,11 +462,12 @@ def _read_queue(self:TrainingDashboard)->tuple:
         try: ev = self.q.get_nowait()
         except queue.Empty: break
         if ev[0] == 'epoch':
-            _, self.epoch_no, self.n_iter, self.epoch_t0 = ev
+            _, self.epoch_no, self.n_iter, t = ev
             self.iter, self.epoch_text.value = 0, ''
+            self.epoch_times.append(t)
         elif ev[0] == 'batch':
             _, self.iter, self.n_iter, loss, lr, t = ev
-            self.done_batches += 1; new_batches = True
+            self.batch_times.append(t); new_batches = True
             self.batches.append((self.epoch_no - 1 + self.iter/self.n_iter, loss))
             self.lr_text.value = f'LR {lr:.3e}   loss {loss:.4f}'
         elif ev[0] == 'validate': self.batch_text.value = 'validating...'
@@ -453,6 +502,7 @@ def _finished(self:TrainingDashboard):
     if self.error is not None and not isinstance(self.error, Exception): self.status = 'stopped'   # KeyboardInterrupt
     self.train_button.disabled, self.stop_button.disabled = False, True
     self.resume_button.disabled = self.status != 'stopped'
+    for t in (self.epoch_text, self.batch_text): t.value = t.value.partition(', ETA')[0]   # the run is over: no ETA
     if self.error is not None and isinstance(self.error, Exception):
         msg = f'{type(self.error).__name__}: {self.error}' if not isinstance(self.error, TrainbenchError) else str(self.error)
         self.message.value = (_html_error(f'training failed ({self.status}): {msg}') +
@@ -483,6 +533,7 @@ def start(self:TrainingDashboard, resume=None)->Path:
     if self.running: return self.run_dir
     try: cfg = self.form.config if resume is None else None
     except TrainbenchError as e:
+        self._clear()   # the bars, plot and table of the last run would read as this one's
         self.message.value = _html_error(e); self.error = e; self.status = 'invalid'
         return None
     if resume is None: self._reset(new_run_dir(cfg), cfg, [])
@@ -499,6 +550,14 @@ def start(self:TrainingDashboard, resume=None)->Path:
     return self.run_dir
 
 @patch
+def _clear(self:TrainingDashboard):
+    "Empty the bars, texts, plot and table."
+    for b in (self.epoch_bar, self.batch_bar): b.value = 0
+    for t in (self.epoch_text, self.batch_text, self.lr_text): t.value = ''
+    self.table.value = ''
+    set_png(self.plot, b'')
+
+@patch
 def _train(self:TrainingDashboard, target):
     try: self.run = target()
     except BaseException as e:
@@ -512,6 +571,7 @@ def stop(self:TrainingDashboard):
     self.stopper.requested.set()
     self.status = 'stopping'
     self.stop_button.disabled = True
+    for t in (self.epoch_text, self.batch_text): t.value = t.value.partition(', ETA')[0]   # no ETA for a run that is ending
     self.message.value = _html_note('stopping after this batch...')
     self._say('stop requested: ending after this batch')
 
@@ -552,7 +612,7 @@ def plot_curves(runs:list, monitor:str=None)->Figure:
     for ax, c in zip(axs, panels):
         for i, (r, h) in enumerate(hist.items()):
             if c in h: ax.plot(h.epoch, h[c], '-', marker='.', color=f'C{i % 10}', label=r.name)
-        ax.set_title(c); ax.set_xlabel('epoch'); ax.grid(alpha=.3)
+        ax.set_title(c); ax.set_xlabel('epoch'); ax.grid(alpha=.3); ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if hist and len(hist) <= 12: axs[0].legend(fontsize=7)
     return fig
 
@@ -601,7 +661,9 @@ class RunComparison(_Shown):
     def _render(self):
         if self.df is None: return
         df = self.sorted().assign(run=lambda d: d.run.map(lambda r: Path(r).name))
-        self.table.value = df.to_html(index=False, na_rep='', float_format=lambda v: f'{v:.4g}', border=0, classes='tb-compare')
+        # the box scrolls sideways instead of spilling out of the cell; run names never break at their hyphens
+        self.table.value = (_TABLE_CSS + '<div style="max-width:100%;overflow-x:auto">' +
+                            df.to_html(index=False, na_rep='', float_format=lambda v: f'{v:.4g}', border=0, classes='tb-compare') + '</div>')
 
 # %% ../nbs/70_widgets.ipynb #bd7b086b
 @patch
@@ -626,13 +688,19 @@ def export(self:RunComparison, path=None)->Path:
     p = Path(path or self.csv_path.value)
     df = self.sorted()
     atomic_write(p, lambda f: df.to_csv(f, index=False))
-    self.message.value = _html_note(f'wrote {p}')
+    self.message.value = _html_note(f'wrote {p.resolve()}')
     return p
 
 # %% ../nbs/70_widgets.ipynb #f5c4d7e3
+def project_path(*parts)->Path:
+    "`parts` under the project folder: the nearest folder at or above the working directory with a settings.ini (a trainbench checkout), else the working directory."
+    here = Path.cwd().resolve()
+    return next((p for p in (here, *here.parents) if (p/'settings.ini').is_file()), here).joinpath(*parts)
+
 def ensure_dataset(task:str, root, n:int=None, seed:int=0)->Path:
     "The dataset at `root`, first generated with `trainbench synth TASK ROOT` when the folder does not exist."
     root = Path(root)
     if root.exists(): return root
-    log.info(f'{root}: generating the synthetic {task} dataset')
+    log_to_console()   # the line shows in the notebook cell that asked for the data
+    log.info(f'{root}: generating the synthetic {task} dataset (trainbench synth {task} {root}); this takes a moment, once')
     return Path(get_task(task).synth(root, n=n, seed=seed))

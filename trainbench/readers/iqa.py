@@ -207,7 +207,7 @@ def common_size(files:list)->tuple:
                               f'one size: set data.resize, e.g. [512, 384]')
     return first
 
-def resized_cache(files:list, size:tuple=None, patch_size:int=224, cache_dir='data/cache', num_workers:int=0)->ImageCache:
+def resized_cache(files:list, size:tuple=None, patch_size:int=224, cache_dir=None, num_workers:int=0)->ImageCache:
     "The decoded-image cache of `files` through `fit_patches` at one size: `size`, or (None) the size the files share."
     return ImageCache(files, ResizedImages(size or common_size([str(f) for f in files]), patch_size), cache_dir, num_workers)
 

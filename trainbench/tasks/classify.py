@@ -88,7 +88,7 @@ class Classify(Task):
     def model(self, cfg, data):
         m = create_classifier(cfg.model.name, len(data.info['classes']), cfg.model.pretrained)
         freeze_layers(m, cfg.model.freeze_ratio)
-        log.info(describe_params(cfg.model.name, m))
+        logging.getLogger('trainbench.train').info(describe_params(cfg.model.name, m))   # '[train] Model: ...', as the reference logs it
         return m
 
     def splitter(self, model):

@@ -241,7 +241,7 @@ class Iqa(Task):
         # loss on 0-100 scores otherwise spends its first epochs learning the offset (our quick run: 2 of 10 epochs).
         with torch.no_grad(): net.last_bias.bias.fill_(data.info.get('score_mean', 0.) if data is not None else 0.)
         c = part_counts(net)
-        log.info(f'Model: HyperNet ({m.name}, width {m.width}), Parameters: ' + ', '.join(f'{k} {v/1e6:.2f}M' for k, v in c.items()))
+        logging.getLogger('trainbench.train').info(f'Model: HyperNet ({m.name}, width {m.width}), Parameters: ' + ', '.join(f'{k} {v/1e6:.2f}M' for k, v in c.items()))
         return net
 
     def splitter(self, model):

@@ -305,7 +305,7 @@ class Multilabel(Task):
     def model(self, cfg, data):
         m = memory_classifier(cfg)
         mem = cfg.memory
-        log.info(describe_params(cfg.model.name, m) + (f', memory: {mem.update_strategy}, {mem.bank_size} x {m.backbone.dim}, '
+        logging.getLogger('trainbench.train').info(describe_params(cfg.model.name, m) + (f', memory: {mem.update_strategy}, {mem.bank_size} x {m.backbone.dim}, '
                                                         f'top-{mem.top_k}' if mem.use_memory else ', no memory'))
         return m
 

@@ -225,7 +225,7 @@ class Rank(Task):
             # rebuilt from a checkpoint (predict), the statistics come from its state dict
             norm = copy.deepcopy(data.extra['norm']) if 'norm' in data.extra else FeatureNorm(*torch.ones(2, sum(data.info['dims'])), data.info['dims'])
             m = PairRanker(norm, mlp_scorer(len(norm.mean), cfg.model.mlp_hidden_dims, cfg.model.dropout))
-        log.info(describe_params(f'{cfg.model.mode} ranker' + (f' ({cfg.model.name})' if cfg.model.mode == 'e2e' else ''), m))
+        logging.getLogger('trainbench.train').info(describe_params(f'{cfg.model.mode} ranker' + (f' ({cfg.model.name})' if cfg.model.mode == 'e2e' else ''), m))
         return m
 
     def splitter(self, model): return [list(model.embed.parameters()), list(model.scorer.parameters())]
@@ -284,15 +284,19 @@ def synth(self:Rank, dest, n:int=None, seed:int=0)->Path:
 # %% ../../nbs/21_rank.ipynb #0868ace8
 @patch
 def result_view(self:Rank, run_dir, n:int=3):
-    "The `n` most confident right pairs and the `n` most confident wrong ones."
+    "The `n` most confident correct pairs (left half) and the `n` most confident wrong ones (right half)."
     from matplotlib.figure import Figure
     p = pd.read_csv(Path(run_dir)/'predictions.csv')
     p = p.assign(conf=(p.prob - .5).abs()).sort_values('conf', ascending=False)
-    rows = [('right', r) for _, r in p[p.correct].head(n).iterrows()] + [('wrong', r) for _, r in p[~p.correct].head(n).iterrows()]
-    fig = Figure(figsize=(6, 2.1*max(len(rows), 1)))
-    axs = fig.subplots(max(len(rows), 1), 2, squeeze=False)
-    for (kind, r), (a, b) in zip(rows, axs):
-        win = 'left' if r.label == 1 else 'right'
-        thumbnail(a, r.image1, f'{kind}: p(left better)={r.prob:.2f}'); thumbnail(b, r.image2, f'people chose the {win} ({r.agreement:.0%})')
+    groups = [('correct', [r for _, r in p[p.correct].head(n).iterrows()]), ('wrong', [r for _, r in p[~p.correct].head(n).iterrows()])]
+    rows = max(1, *(len(g) for _, g in groups))
+    fig = Figure(figsize=(11, 2.3*rows), layout='constrained')
+    axs = fig.subplots(rows, 4, squeeze=False)
+    for col, (kind, pairs) in enumerate(groups):
+        for i, (a, b) in enumerate(axs[:, 2*col:2*col+2]):
+            if i >= len(pairs): a.axis('off'); b.axis('off'); continue
+            r = pairs[i]
+            win = 'left' if r.label == 1 else 'right'
+            thumbnail(a, r.image1, f'{kind}: p(left photo better)={r.prob:.2f}'); thumbnail(b, r.image2, f'people chose the {win} photo ({r.agreement:.0%})')
     fig.suptitle(f'most confident pairs ({results_title(run_dir, ["accuracy"])})', fontsize=9)
     return fig

@@ -354,7 +354,7 @@ class Segment(Task):
         clip, tok = load_clip(m.clip_model, m.clip_pretrained if m.pretrained else None)
         model = CLIPSeg(clip, tok, data.info['prompts'], cfg.data.img_size, m.extract_layers, m.reduce_dim, m.n_heads, m.decoder_ff,
                         m.decoder_dropout, m.complex_trans_conv, m.freeze_backbone)
-        log.info(describe_params(f"CLIPSeg ({m.clip_model}, layers {', '.join(map(str, model.extract_layers))})", model))
+        logging.getLogger('trainbench.train').info(describe_params(f"CLIPSeg ({m.clip_model}, layers {', '.join(map(str, model.extract_layers))})", model))
         return model
 
     def splitter(self, model): return [[p for p in model.parameters() if p.requires_grad]]
