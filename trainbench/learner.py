@@ -291,9 +291,10 @@ def phase_lr(learn:Learner, st:Stage, path:Path)->float:
     if path.exists(): return read_json(path)['lr']
     start_stage(learn, st)
     res = find_lr(learn, st.find_lr)
-    write_json(path, {'lr': res['suggestions']['valley'], **res})
-    log.info(f"LR finder (valley): {st.phase} lr = {res['suggestions']['valley']:.2e}")
-    return res['suggestions']['valley']
+    name, lr = recommended_lr(res['suggestions'])   # the valley, unless it lay past the loss minimum
+    write_json(path, {'lr': lr, **res})
+    log.info(f"LR finder ({name}): {st.phase} lr = {lr:.2e}")
+    return lr
 
 def end_phase(learn:Learner, task:Task, cfg, data:TaskData, phase:str, epoch:int, hand_on_best:bool):
     "Keep a phase's model as `<phase>_model.pth` and its validation predictions; the best weights when another phase follows."
