@@ -27,7 +27,11 @@ def test_two_phase_run_keeps_both_phases(run):
     for f in ('phase1_model.pth', 'phase2_model.pth', 'phase1_val_predictions.csv', 'phase2_val_predictions.csv', 'phase1_lr_find.json'):
         assert (run_dir/f).exists(), f
     assert [r['epoch'] for r in json.loads((run_dir/'metrics.json').read_text())['epochs']] == [1, 2, 3]
-    assert 'LR finder (valley)' in err and 'Phase 2: ' in err and 'ASL loss, memory momentum 0.9999' in err
+    # phase 1's LR is the finder's recommended mark (the valley, unless it lay past the loss minimum), as phase1_lr_find.json keeps it
+    found = json.loads((run_dir/'phase1_lr_find.json').read_text())
+    name = 'valley' if 'valley' in found['suggestions'] else next(iter(found['suggestions']))
+    assert found['lr'] == found['suggestions'][name] and f'LR finder ({name}): phase1 lr = ' in err, err
+    assert 'Phase 2: ' in err and 'ASL loss, memory momentum 0.9999' in err
     assert 'ROC AUC Labels:' in err and 'Mean AUC Score:' in err        # the per-class table
     preds = pd.read_csv(run_dir/'predictions.csv')
     val = pd.read_csv(run_dir/'phase2_val_predictions.csv')
