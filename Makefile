@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # torchvision, from shadowing them.
 PIP := PIP_FIND_LINKS= $(BIN)/python -m pip
 
-.PHONY: install demo test lab docs export clean bench
+.PHONY: install demo test lab docs export clean bench ui
 
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/trainbench demo
 
-# nbdev_test runs two notebooks at a time on two cores: one torch thread each, not two each.
+# nbdev_test runs two notebooks at a time on two cores: one torch thread each, not two each. Runs in the notebooks
+# are not logged to MLflow (its import and store cost seconds per kernel); 10_tracking tests the logging itself.
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
+	TRAINBENCH_TRACKING=off OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
 	$(BIN)/pytest tests
 
 lab: $(STAMP)
@@ -41,6 +42,10 @@ export: $(STAMP)
 # keeps nbdev's notebook order. tools/docs.py says more.
 docs: $(STAMP)
 	$(BIN)/python tools/docs.py
+
+# The MLflow UI over the default store (outputs/mlflow/) on http://127.0.0.1:5000.
+ui: $(STAMP)
+	$(BIN)/trainbench ui
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .core import ConfigError, did_you_mean, write_text
 
 # %% auto #0
-__all__ = ['KEY_ALIASES', 'Section', 'DataConfig', 'BatchAugmentData', 'ModelConfig', 'TrainingConfig', 'OutputConfig', 'Config',
-           'key_lines', 'validate', 'parse_override', 'set_dotted', 'templates_dir', 'list_templates', 'find_config',
-           'reference_task', 'from_flat_params', 'read_yaml', 'load_config', 'config_to_yaml', 'save_config']
+__all__ = ['TRACKING_SCHEMES', 'KEY_ALIASES', 'Section', 'DataConfig', 'BatchAugmentData', 'ModelConfig', 'TrainingConfig',
+           'OutputConfig', 'TrackingConfig', 'Config', 'key_lines', 'validate', 'parse_override', 'set_dotted',
+           'templates_dir', 'list_templates', 'find_config', 'reference_task', 'from_flat_params', 'read_yaml',
+           'load_config', 'config_to_yaml', 'save_config']
 
 # %% ../nbs/01_config.ipynb #66d8306c
 class Section(BaseModel):
@@ -69,6 +70,33 @@ class OutputConfig(Section):
     run_name: Optional[str] = Field(None, description='Run folder name (null: built from lr, batch size, epochs, val split and seed)')
     tensorboard: bool = Field(True, description='Write a TensorBoard log under the run directory')
 
+# The URI schemes MLflow's client opens: a server, a local folder or SQLite file, or a database (scheme+driver allowed).
+TRACKING_SCHEMES = ('http', 'https', 'file', 'sqlite', 'postgresql', 'mysql', 'mssql', 'databricks')
+
+class TrackingConfig(Section):
+    enabled: bool = Field(True, description='Log the run to MLflow (params, per-epoch metrics, results, status, artifacts); tracking never fails a run')
+    uri: Optional[str] = Field(None, description="MLflow tracking URI, e.g. http://HOST:5000 (null: $MLFLOW_TRACKING_URI, else a local SQLite store in <output.dir>/mlflow/)")
+    experiment: Optional[str] = Field(None, description='MLflow experiment name (null: <task>/<experiment_name>; a sweep: sweep/<name>)')
+    log_model: bool = Field(False, description='Also log the best model as an MLflow PyTorch model that can be registered (costs its size on disk again)')
+
+    @field_validator('uri')
+    @classmethod
+    def _known_scheme(cls, v):
+        "A tracking URI MLflow can open: caught here, before any training, instead of at the first log call."
+        if v is None: return v
+        from urllib.parse import urlsplit
+        u = urlsplit(v)
+        scheme = u.scheme.split('+')[0]
+        if len(u.scheme) <= 1: return v   # a local path (or a Windows drive letter)
+        if scheme not in TRACKING_SCHEMES:
+            raise ValueError(f"'{v}' is not a tracking URI: unknown scheme '{u.scheme}' (use http(s)://HOST:PORT, sqlite:///PATH, file:///PATH, a database URL or a folder)")
+        if scheme in ('http', 'https') and not u.hostname:
+            raise ValueError(f"'{v}' is not a tracking URI: no host (use {scheme}://HOST:PORT)")
+        if scheme == 'sqlite' and not u.path.strip('/'):
+            raise ValueError(f"'{v}' is not a tracking URI: no database file (use sqlite:///PATH/mlflow.db)")
+        return v
+
+
 class Config(Section):
     "A whole run. Tasks subclass it, narrowing `task` and extending the sections."
     task: str = Field(description='Which training system: classify, rank, iqa, segment or multilabel')
@@ -79,6 +107,7 @@ class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 # %% ../nbs/01_config.ipynb #151da06b
 def key_lines(text:str)->dict:

@@ -30,6 +30,7 @@ from fastcore.imports import IN_NOTEBOOK
 from matplotlib.figure import Figure
 
 from .config import Config, load_config, save_config
+from .tracking import MLflowLog, RunTracker, end_tracking, tracking_enabled
 from .data import BatchAugment
 from .imagecache import reads_image_cache
 from .runs import (best_metrics, link_file, load_checkpoint, lower_is_better, new_run_dir, plot_history, read_history, run_config,
@@ -432,12 +433,13 @@ def build_learner(task:Task, cfg, data:TaskData, model:nn.Module, path='.')->Lea
     return learn
 
 def training_callbacks(task:Task, cfg, run_dir, info:dict, records:list=None)->list:
-    "The callbacks of one training run: the run writer (first), plateau LR, early stopping, TensorBoard."
+    "The callbacks of one training run: the run writer (first), plateau LR, early stopping, TensorBoard, MLflow."
     t, monitor = cfg.training, cfg.training.monitor or task.monitor
     cbs = [RunWriter(run_dir, cfg, info, monitor, records)]
     if t.scheduler == 'plateau': cbs.append(PlateauScheduler(monitor, t.plateau_factor, t.plateau_patience, t.min_lr))
     if t.early_stopping_patience: cbs.append(EarlyStopping(monitor, patience=t.early_stopping_patience))
     if cfg.output.tensorboard: cbs.append(TensorBoardLog(Path(run_dir)/'tensorboard'))
+    if tracking_enabled(cfg): cbs.append(MLflowLog(RunTracker(cfg, run_dir)))
     return cbs
 
 # %% ../nbs/07_learner.ipynb #c3b1378a
@@ -544,8 +546,9 @@ def train(config=None, # a template name, YAML path, dict or `Config`
     with log_to_file(run_dir/'train.log'):
         save_config(cfg, run_dir/'config.yaml')
         ckpt, start = _resume_point(run_dir) if resume is not None else (None, 0)
-        update_summary(run_dir, status='running', task=cfg.task, config=cfg.model_dump(mode='json'))
-        learn = None
+        update_summary(run_dir, status='running', task=cfg.task, config=cfg.model_dump(mode='json'),
+                       **({'template': config} if isinstance(config, str) else {}))
+        learn, run_cbs = None, []
         try:
             if resume is not None: log.info(f'Resuming {run_dir} after epoch {start}')
             data, model = _setup(task, cfg, without_pretrained(cfg) if ckpt else None)
@@ -567,6 +570,7 @@ def train(config=None, # a template name, YAML path, dict or `Config`
             log.debug(f'Run failed: {e}\n{traceback.format_exc()}')
             update_summary(run_dir, status='failed', error=f'{type(e).__name__}: {e}', **_progress(run_dir, task))
             raise
+        finally: end_tracking(run_cbs, learn)   # MLflow's status, results and artifacts, once summary.json has them
 
 # %% ../nbs/07_learner.ipynb #9447bd9d
 def load_run(run_dir, checkpoint:str='best_model.pth')->tuple:
