@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .config import Config, load_config, read_yaml
 from .core import ConfigError, TrainbenchError, did_you_mean, log_to_console, read_json, write_json, write_text
 from .runs import read_history, read_summary, update_summary
+from .tracking import end_sweep, start_sweep
 
 log = logging.getLogger('trainbench.sweep')
 
@@ -76,10 +77,11 @@ class RunSpec(BaseModel):
     config: dict            # the resolved config
     hash: str
     resources: Dict[str, float] = {}
+    base: Optional[str] = None   # the template or file it starts from (MLflow's `template` tag)
 
 def config_hash(cfg:Config)->str:
-    "A short hash of the resolved config, output settings aside."
-    d = cfg.model_dump(mode='json', exclude={'output'})
+    "A short hash of the resolved config, output and tracking settings aside."
+    d = cfg.model_dump(mode='json', exclude={'output', 'tracking'})
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 def _default_name(exp:str, point:dict)->str:
@@ -108,7 +110,7 @@ def expand(sw:Sweep, path=None, extra:list=None)->list:
             except (KeyError, AttributeError) as e: raise ConfigError(f'{where}name_template: unknown field {e}') from None
             res = dict(sw.resources)
             if cfg.training.device == 'cuda': res.setdefault('GPU', 1)
-            specs.append(RunSpec(name=_safe(name), config=cfg.model_dump(mode='json'), hash=config_hash(cfg), resources=res))
+            specs.append(RunSpec(name=_safe(name), config=cfg.model_dump(mode='json'), hash=config_hash(cfg), resources=res, base=str(base)))
     seen = set()
     for s in specs:
         if s.name in seen: raise ConfigError(f"{where}two runs are named '{s.name}'; make name_template tell them apart")
@@ -130,10 +132,14 @@ def execute_run(spec:dict, # a `RunSpec` as a dict
                 run_dir:str, cell_timeout:float=None,
                 cwd:str=None, # the kernel's working directory: where relative data paths resolve
                 threads:int=None, # CPU threads the run's kernel may use (None: torch's default, all cores)
+                parent:dict=None, # the sweep's MLflow parent run (`start_sweep`), which the run logs under
                )->dict:
     "Run one sweep run through papermill; returns its name, status, run directory, seconds and error."
     from trainbench.experiments import run_notebook
+    from trainbench.tracking import PARENT_ENV
     if threads: os.environ['OMP_NUM_THREADS'] = str(threads)   # the kernel inherits it; torch sizes its pool from it
+    if parent: os.environ[PARENT_ENV] = json.dumps({**parent, 'template': spec.get('base')})   # so does this
+    else: os.environ.pop(PARENT_ENV, None)
     run_dir, t0 = Path(run_dir), time.time()
     moved = _set_aside(run_dir)
     err = None
@@ -223,7 +229,7 @@ def _record(entry:dict, fut):
             update_summary(entry['run_dir'], status='failed', error=entry['error'])
 
 # %% ../nbs/81_sweep.ipynb #9670d606
-def _run_all(client, sw:Sweep, todo:list, run_dirs:dict, state:dict, save, timeout, threads):
+def _run_all(client, sw:Sweep, todo:list, run_dirs:dict, state:dict, save, timeout, threads, parent=None):
     "Run the specs `todo` on `client` into `run_dirs`, recording each in `state` and calling `save` as it finishes."
     from distributed import wait
     from tqdm.auto import tqdm
@@ -231,7 +237,7 @@ def _run_all(client, sw:Sweep, todo:list, run_dirs:dict, state:dict, save, timeo
     def submit():
         while queue and len(pending) < slots:
             s = queue.pop(0)
-            f = client.submit(execute_run, s.model_dump(), str(run_dirs[s.name]), timeout, os.getcwd(), threads, pure=False,
+            f = client.submit(execute_run, s.model_dump(), str(run_dirs[s.name]), timeout, os.getcwd(), threads, parent, pure=False,
                               key=f'{_safe(sw.name)}-{s.name}-{time.time_ns()}', resources=s.resources or None)
             futs[f] = s; pending.add(f)
     submit()
@@ -294,6 +300,7 @@ def run_sweep(src, # sweep file or bundled name
     def save():
         state.update(name=sw.name, sweep_file=str(path) if path else None)
         write_json(sweep_dir/'sweep.json', state)
+    parent = start_sweep(sweep_dir, sw.name, load_config(specs[0].config)) if specs else None   # MLflow: one parent, a child per run
     if todo:
         log.info(f'Sweep {sw.name}: {len(todo)} runs to do, {len(specs) - len(todo)} reused, in {sweep_dir}')
         # on the embedded cluster, runs share this machine's cores instead of each taking all of them
@@ -302,9 +309,11 @@ def run_sweep(src, # sweep file or bundled name
             run_dirs = {s.name: _run_dir(sweep_dir, s.name) for s in todo}
             for s in todo: state['runs'][s.name] = {'hash': s.hash, 'status': 'queued', 'run_dir': str(run_dirs[s.name])}
             save()
-            _run_all(client, sw, todo, run_dirs, state, save, timeout, threads)
+            _run_all(client, sw, todo, run_dirs, state, save, timeout, threads, parent)
     save()
-    return _finish(sw, specs, state, sweep_dir)
+    res = _finish(sw, specs, state, sweep_dir)
+    end_sweep(sweep_dir, parent)
+    return res
 
 # %% ../nbs/81_sweep.ipynb #5bfe2b93
 def run_demo(data_dir='data', # where the synthetic datasets are (or are generated)

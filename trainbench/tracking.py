@@ -21,7 +21,7 @@ __all__ = ['log', 'RUN_ID_FILE', 'HTTP_LIMITS', 'STATUSES', 'ARTIFACTS', 'PARENT
            'tracking_uri', 'local_store_dir', 'store_problem', 'flat_params', 'flat_metrics', 'mlflow_client',
            'experiment_id', 'find_run', 'open_run', 'log_params', 'log_epochs', 'log_results', 'run_tags',
            'log_artifacts', 'log_model', 'sync_run', 'log_run', 'run_command', 'RunTracker', 'MLflowLog',
-           'end_tracking', 'open_sweep', 'log_sweep', 'track', 'ui_command']
+           'end_tracking', 'open_sweep', 'log_sweep', 'start_sweep', 'end_sweep', 'track', 'ui_command']
 
 # %% ../nbs/10_tracking.ipynb #8bb53c69
 RUN_ID_FILE = 'mlflow.json'   # in a run or sweep directory: {tracking URI: MLflow run id}
@@ -34,9 +34,9 @@ def default_store(output_dir='outputs')->str:
     "The embedded store: a SQLite file in OUTPUT_DIR/mlflow/ (artifacts go to OUTPUT_DIR/mlflow/artifacts/)."
     return f"sqlite:///{(Path(output_dir)/'mlflow'/'mlflow.db').resolve()}"
 
-def tracking_uri(cfg=None, output_dir=None)->str:
-    "`tracking.uri`, else $MLFLOW_TRACKING_URI, else the default store under `output_dir` (or `output.dir`)."
-    uri = (cfg.tracking.uri if cfg is not None else None) or os.environ.get('MLFLOW_TRACKING_URI')
+def tracking_uri(cfg=None, output_dir=None, uri:str=None)->str:
+    "`uri`, else `tracking.uri`, else $MLFLOW_TRACKING_URI, else the default store under `output_dir` (or `output.dir`)."
+    uri = uri or (cfg.tracking.uri if cfg is not None else None) or os.environ.get('MLFLOW_TRACKING_URI')
     if not uri: return default_store(output_dir or (cfg.output.dir if cfg is not None else 'outputs'))
     if '://' in uri: return uri
     p = Path(uri)   # a plain path: a SQLite file, or a folder that holds one
@@ -317,6 +317,22 @@ def log_sweep(sweep_dir, uri:str=None, client=None, log_models:bool=None)->dict:
     client.set_terminated(parent['run_id'], 'FINISHED' if statuses and 'completed' in statuses else 'FAILED')
     out['(sweep)'] = (uri, parent['run_id'], 'FINISHED' if 'completed' in statuses else 'FAILED')
     return out
+
+# %% ../nbs/10_tracking.ipynb #f72b5d8c
+def start_sweep(sweep_dir, name:str, cfg)->Optional[dict]:
+    "The parent run of a sweep about to run, for its runs (None, after one warning, when it cannot be had); never raises."
+    if not tracking_enabled(cfg): return None
+    uri = tracking_uri(cfg)
+    if (problem := store_problem(uri)): log.warning(f'MLflow tracking off: {problem}'); return None
+    try: return open_sweep(sweep_dir, name, cfg, uri)
+    except Exception as e:
+        log.warning(f'MLflow tracking at {uri} is off for this sweep ({_one_line(e)}); log it later with: trainbench track {sweep_dir}')
+
+def end_sweep(sweep_dir, parent:Optional[dict]):
+    "Bring the sweep's parent and children up to date (the executed notebooks, runs that were not tracked); never raises."
+    if parent is None: return
+    try: log_sweep(sweep_dir, parent['uri'])
+    except Exception as e: log.warning(f'MLflow tracking: {_one_line(e)}; log the sweep later with: trainbench track {sweep_dir}')
 
 # %% ../nbs/10_tracking.ipynb #ae9f4cdd
 def track(paths:list, uri:str=None)->list:
