@@ -42,7 +42,8 @@ def test_local_sweep_failure_isolated_rerun_skips_completed_and_report(tiny_data
     table = pd.read_csv(sweep_dir/'comparison.csv')
     assert sorted(table.status) == ['completed', 'failed'] and 'data.root_dir' in table.columns
     html = (sweep_dir/'report.html').read_text()
-    assert 'learning_curves.png' in html and 'train_classify.ipynb' in html and (sweep_dir/'learning_curves.png').exists()
+    assert '<h2>classify</h2>' in html and (sweep_dir/'plots_classify.png').exists()
+    assert 'train_classify.html' in html and (broken/'train_classify.html').exists()   # the notebook rendered for a browser
     assert res.stdout.strip().splitlines()[-1] == str(sweep_dir/'report.html')
 
     again = run_cli('sweep', sweep, '--output-dir', tmp_path/'out', '--only', 'lr1', '--only', 'broken')
