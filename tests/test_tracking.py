@@ -23,7 +23,7 @@ def client(store):
 def test_run_logged_with_params_epochs_status_artifacts_and_track_is_idempotent(task_data, tmp_path, tracking_on):
     store = tmp_path/'store'
     code, out, err = cli('train', 'classify/quick', *sets(f'data.root_dir={task_data("classify")}', *TINY['classify'],
-                                                          f'tracking.uri={store}'), '--output-dir', tmp_path/'out')
+                                                          f'tracking.uri={store}', 'tracking.log_model=true'), '--output-dir', tmp_path/'out')
     assert code == 0, err
     run_dir = last_line(out)
     rid = json.loads((run_dir/'mlflow.json').read_text())[f'sqlite:///{store}/mlflow.db']
@@ -40,6 +40,10 @@ def test_run_logged_with_params_epochs_status_artifacts_and_track_is_idempotent(
     results = json.loads((run_dir/'results.json').read_text())
     assert r.data.metrics['results.accuracy'] == pytest.approx(results['accuracy'])
     assert {'config.yaml', 'results.json', 'summary.json', 'history.png', 'predictions.csv'} <= {a.path for a in c.list_artifacts(rid)}
+    import mlflow.pytorch, torch   # tracking.log_model: the best model, as an MLflow PyTorch model
+    model = mlflow.pytorch.load_model(f'{r.info.artifact_uri}/model')
+    best = torch.load(run_dir/'best_model.pth', weights_only=True)['model']
+    assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
 
     for _ in range(2):   # afterwards, twice: the same MLflow run, nothing duplicated
         code, out, err = cli('track', run_dir, '--uri', store)

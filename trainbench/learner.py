@@ -547,7 +547,7 @@ def train(config=None, # a template name, YAML path, dict or `Config`
         save_config(cfg, run_dir/'config.yaml')
         ckpt, start = _resume_point(run_dir) if resume is not None else (None, 0)
         update_summary(run_dir, status='running', task=cfg.task, config=cfg.model_dump(mode='json'),
-                       **({'template': config} if isinstance(config, str) else {}))
+                       **({'template': config} if isinstance(config, str) and Path(config).resolve() != (run_dir/'config.yaml').resolve() else {}))
         learn, run_cbs = None, []
         try:
             if resume is not None: log.info(f'Resuming {run_dir} after epoch {start}')

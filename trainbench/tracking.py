@@ -175,8 +175,11 @@ def log_model(client, rid:str, run_dir:Path, model=None):
     if model is None:
         from trainbench.learner import load_model
         model = load_model(run_dir, device='cpu')[2]
-    with tempfile.TemporaryDirectory() as tmp:   # explicit requirements: inferring them would import-scan in a subprocess
-        mlflow.pytorch.save_model(model.cpu().eval(), f'{tmp}/model', pip_requirements=[f'torch=={torch.__version__.split("+")[0]}', f'trainbench=={trainbench.__version__}'])
+    # pickle, not MLflow 3's default pt2 (a traced graph that needs an input example per task); loading it needs
+    # trainbench installed. Requirements are given: inferring them imports the model in a subprocess.
+    reqs = [f'torch=={torch.__version__.split("+")[0]}', f'trainbench=={trainbench.__version__}']
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.pytorch.save_model(model.cpu().eval(), f'{tmp}/model', serialization_format='pickle', pip_requirements=reqs)
         client.log_artifacts(rid, f'{tmp}/model', 'model')
     client.set_tag(rid, 'trainbench.model_logged', 'true')
 
