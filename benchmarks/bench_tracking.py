@@ -6,7 +6,7 @@ pays creating its tables, about 7 s once), alternating, `--pairs` times. The fig
 (on - off) / off over the pairs, in whole-process wall time: MLflow's import and store opening run in a background
 thread beside training, and the run's end waits for its last logging (results, artifacts, status). Goal: <= 3%.
 
-Run: .venv/bin/python benchmarks/bench_tracking.py [--pairs 2] [--epochs N]
+Run: .venv/bin/python benchmarks/bench_tracking.py [--pairs 1] [--epochs N]
 """
 import os, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -31,7 +31,7 @@ def run(data, out, store, on:bool, epochs):
 
 def main():
     import argparse
-    ap = argparse.ArgumentParser(); ap.add_argument('--pairs', type=int, default=2); ap.add_argument('--epochs', type=int)
+    ap = argparse.ArgumentParser(); ap.add_argument('--pairs', type=int, default=1); ap.add_argument('--epochs', type=int)
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     data = get_task('classify').synth(tmp/'shapes')
