@@ -1,11 +1,10 @@
-"MLflow tracking: a run and a sweep read back through MLflow's client; track is idempotent; a dead server costs one warning."
+"MLflow tracking: a run read back through MLflow's client; track is idempotent; a dead server costs one warning (a sweep: test_sweep.py)."
 import json
 from pathlib import Path
 
 import pytest
 
 from conftest import TINY, cli, last_line, run_cli, sets
-from test_sweep import tiny_data, write_sweep   # noqa: F401 (a fixture)
 
 
 @pytest.fixture
@@ -69,27 +68,3 @@ def test_bad_tracking_uri_is_one_line_before_training(tmp_path):
     code, out, err = cli('train', 'classify/quick', '--set', 'tracking.uri=htp://host:5000', '--output-dir', tmp_path/'out')
     assert code == 1 and err.strip().splitlines()[-1].startswith('error: --set tracking.uri=htp://host:5000: tracking.uri:')
     assert "unknown scheme 'htp'" in err and not (tmp_path/'out').exists()
-
-
-def test_sweep_is_a_parent_with_a_child_per_run(tiny_data, tmp_path, tracking_on):
-    store = tmp_path/'store'
-    sweep = write_sweep(tmp_path/'s.yaml', tiny_data, {'lr1': {'training.lr': 1e-3}, 'lr3': {'training.lr': 3e-3}})
-    # lr3 is tracked afterwards by `track` (as a run made while the server was down would be): one kernel, not two
-    res = run_cli('sweep', sweep, '--output-dir', tmp_path/'out', '--workers', '1', '--only', 'lr1', '--set', f'tracking.uri={store}')
-    assert res.returncode == 0, res.stderr
-    sweep_dir = tmp_path/'out'/'sweeps'/'s'
-    c = client(store)
-    exp = c.get_experiment_by_name('sweep/s')
-    runs = {r.info.run_name: r for r in c.search_runs([exp.experiment_id])}
-    parent = runs.pop('s')
-    assert parent.info.status == 'FINISHED' and sorted(runs) == ['lr1']
-    assert {r.data.tags['mlflow.parentRunId'] for r in runs.values()} == {parent.info.run_id}
-    assert {'report.html', 'sweep.json'} <= {a.path for a in c.list_artifacts(parent.info.run_id)}
-    r = runs['lr1']
-    assert r.info.status == 'FINISHED' and r.data.params['training.lr'] == '0.001' and r.data.tags['template'] == 'classify/quick'
-    assert [m.step for m in c.get_metric_history(r.info.run_id, 'valid_loss')] == [1]
-    assert 'train_classify.ipynb' in {a.path for a in c.list_artifacts(r.info.run_id)}   # the executed notebook
-    for _ in range(2):   # the sweep again afterwards: nothing new
-        code, out, err = cli('track', sweep_dir, '--uri', store)
-        assert code == 0, err
-    assert len(c.search_runs([exp.experiment_id])) == 2 and len(c.get_metric_history(r.info.run_id, 'valid_loss')) == 1
