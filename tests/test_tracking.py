@@ -51,6 +51,11 @@ def test_run_logged_with_params_epochs_status_artifacts_and_track_is_idempotent(
     assert len(c.search_runs([r.info.experiment_id])) == 1
     assert len(c.get_metric_history(rid, 'valid_loss')) == len(epochs)
 
+    code, out, err = cli('train', '--resume', run_dir, '--set', 'training.epochs=3', '--set', 'tracking.log_model=false')
+    assert code == 0, err   # resumed for a third epoch: the same MLflow run continues
+    assert len(c.search_runs([r.info.experiment_id])) == 1 and c.get_run(rid).info.status == 'FINISHED'
+    assert [m.step for m in c.get_metric_history(rid, 'valid_loss')] == [1, 2, 3]
+
 
 def test_unreachable_server_one_warning_run_completes(task_data, tmp_path, tracking_on):
     import socket
