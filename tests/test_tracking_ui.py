@@ -15,8 +15,8 @@ from test_lab import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _free_port
 
 @pytest.fixture
 def tracked_sweep(task_run, tmp_path):
-    "A sweep folder of two classify runs (the shared run and a copy), with its report, logged to a store in tmp_path."
-    run = Path(task_run('classify')[0])
+    "A sweep folder of two rank runs (the shared run and a copy), with its report, logged to a store in tmp_path."
+    run = Path(task_run('rank')[0])
     sweep = tmp_path/'sweep'
     runs = {n: sweep/'runs'/n for n in ('first', 'second')}
     for d in runs.values(): shutil.copytree(run, d, ignore=shutil.ignore_patterns('*.pth', 'mlflow.json', 'tensorboard'))
@@ -38,7 +38,7 @@ def mlflow_ui(tracked_sweep, tmp_path):
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])})
     base = f'http://127.0.0.1:{port}'
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 180
         while True:
             try:
                 with urllib.request.urlopen(f'{base}/health', timeout=5) as r:
@@ -89,7 +89,7 @@ def test_report_fits_1400px(tracked_sweep, browser):
     page = browser.new_page(viewport={'width': 1400, 'height': 900})
     page.goto((sweep/'report.html').as_uri())
     assert page.evaluate('document.documentElement.scrollWidth') <= 1400
-    assert page.locator('h2').all_inner_texts() == ['classify']
+    assert page.locator('h2').all_inner_texts() == ['rank']
     img = page.locator('img').first
     assert img.evaluate('i => i.naturalWidth') > 0 and img.evaluate('i => i.getBoundingClientRect().width') >= 900   # readable, not a thumbnail
     page.screenshot(path=str(ARTIFACTS/'report-1400.png'), full_page=True)

@@ -355,7 +355,8 @@ def track(paths:list, uri:str=None)->list:
 def ui_command(uri:str=None, port:int=5000)->list:
     "The `mlflow server` command line that serves the UI of store `uri` (default: the default store) on 127.0.0.1."
     uri = uri or tracking_uri()
-    cmd = [sys.executable, '-m', 'mlflow', 'server', '--backend-store-uri', uri, '--host', '127.0.0.1', '--port', str(port)]
+    # one worker process: a UI for one person (MLflow's default of 4 takes each its own import of the server)
+    cmd = [sys.executable, '-m', 'mlflow', 'server', '--backend-store-uri', uri, '--host', '127.0.0.1', '--port', str(port), '--workers', '1']
     if (d := local_store_dir(uri)) is not None:
         if uri.startswith('sqlite:///') and not Path(uri[len('sqlite:///'):]).exists(): raise TrainbenchError(f'{d}: no MLflow store yet (train a run, or run trainbench track RUN_DIR)')
         cmd += ['--default-artifact-root', (d/'artifacts').resolve().as_uri()]
