@@ -74,12 +74,16 @@ def test_mlflow_ui_lists_sweep_runs_and_shows_a_metric_chart(tracked_sweep, mlfl
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={'width': 1400, 'height': 900})
     page.set_default_timeout(60_000)
-    page.goto(f'{mlflow_ui}/#/experiments/{exp.experiment_id}')
-    page.get_by_text('ui', exact=True).first.wait_for()   # the parent run; its children nest under it
+    page.goto(f'{mlflow_ui}/#/experiments/{exp.experiment_id}/runs')   # the training runs: the sweep's parent run
+    page.get_by_text('ui sweep').first.wait_for()
     page.screenshot(path=str(ARTIFACTS/'mlflow-sweep.png'))
-    page.goto(f'{mlflow_ui}/#/experiments/{exp.experiment_id}/runs/{child.info.run_id}/model-metrics')
+    page.goto(f'{mlflow_ui}/#/experiments/{exp.experiment_id}/runs/{child.info.run_id}/model-metrics')   # a child's charts
+    page.get_by_text('results.accuracy').first.wait_for()
+    for _ in range(10):   # the chart grid renders as it scrolls; the per-epoch metrics come after results.*
+        if page.get_by_text('valid_loss').count(): break
+        page.mouse.move(600, 500); page.mouse.wheel(0, 600); page.wait_for_timeout(500)
+    page.get_by_text('valid_loss').first.scroll_into_view_if_needed()
     page.get_by_text('valid_loss').first.wait_for()
-    page.locator('canvas, svg.main-svg, .js-plotly-plot').first.wait_for()
     page.screenshot(path=str(ARTIFACTS/'mlflow-run-metrics.png'))
 
 

@@ -112,14 +112,14 @@ def find_run(client, uri:str, d:Path, exp_id:str)->Optional[str]:
     found = client.search_runs([exp_id], filter_string=f"tags.`trainbench.dir` = '{key}'", max_results=1)
     return found[0].info.run_id if found else None
 
-def open_run(client, uri:str, d, experiment:str, parent:str=None)->tuple:
-    "(run id, experiment id) of directory `d`'s MLflow run, created on first use; the id is kept in `d`."
+def open_run(client, uri:str, d, experiment:str, parent:str=None, name:str=None)->tuple:
+    "(run id, experiment id) of directory `d`'s MLflow run (named `name`, default `d`'s name), created on first use; the id is kept in `d`."
     d = Path(d)
     exp = experiment_id(client, experiment, uri)
     rid = find_run(client, uri, d, exp)
     if rid is None:
         tags = {'trainbench.dir': str(d.resolve()), **({'mlflow.parentRunId': parent} if parent else {})}
-        rid = client.create_run(exp, run_name=d.name, tags=tags).info.run_id
+        rid = client.create_run(exp, run_name=name or d.name, tags=tags).info.run_id
     if _ids(d).get(uri) != rid: write_json(d/RUN_ID_FILE, {**_ids(d), uri: rid})
     return rid, client.get_run(rid).info.experiment_id
 
@@ -295,7 +295,7 @@ def open_sweep(sweep_dir, name:str, cfg=None, uri:str=None, client=None)->dict:
     uri = uri or tracking_uri(cfg)
     client = client or mlflow_client(uri)
     exp = (cfg.tracking.experiment if cfg is not None else None) or f'sweep/{name}'
-    rid, _ = open_run(client, uri, sweep_dir, exp)
+    rid, _ = open_run(client, uri, sweep_dir, exp, name=name if sweep_dir.name == name else f'{name} {sweep_dir.name}')   # demo: 'demo <time>'
     client.update_run(rid, status='RUNNING')
     client.set_tag(rid, 'sweep', name)
     return {'uri': uri, 'experiment': exp, 'run_id': rid, 'command': run_command()}
