@@ -84,6 +84,8 @@ def test_mlflow_ui_lists_sweep_runs_and_shows_a_metric_chart(tracked_sweep, mlfl
         page.mouse.move(600, 500); page.mouse.wheel(0, 600); page.wait_for_timeout(500)
     page.get_by_text('valid_loss').first.scroll_into_view_if_needed()
     page.get_by_text('valid_loss').first.wait_for()
+    try: page.locator('.js-plotly-plot').first.wait_for(timeout=20_000)   # for the screenshot: the charts drawn, not loading
+    except Exception: pass
     page.screenshot(path=str(ARTIFACTS/'mlflow-run-metrics.png'))
 
 
