@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # torchvision, from shadowing them.
 PIP := PIP_FIND_LINKS= $(BIN)/python -m pip
 
-.PHONY: install demo test lab docs export clean bench
+.PHONY: install demo test lab docs export clean bench ui
 
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,13 @@ demo: $(STAMP)
 
 # nbdev_test runs two notebooks at a time on two cores: one torch thread each, not two each. The notebooks' caches go
 # to a temporary folder, not the user's (~/.cache/trainbench); the pytest suite makes its own (tests/conftest.py).
+# Runs in the notebooks are not logged to MLflow (its import and store cost seconds per kernel); 10_tracking tests the
+# logging itself.
 # pytest runs in two worker processes, one torch thread each: while one waits on a kernel, a server or a subprocess,
 # the other trains. --dist loadfile keeps each file's tests (and its module fixtures) in one worker; the datasets and
 # shared runs of tests/conftest.py are made once for both.
 test: $(STAMP)
-	export TRAINBENCH_CACHE=$$(mktemp -d); OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2; s=$$?; rm -rf "$$TRAINBENCH_CACHE"; exit $$s
+	export TRAINBENCH_CACHE=$$(mktemp -d); TRAINBENCH_TRACKING=off OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2; s=$$?; rm -rf "$$TRAINBENCH_CACHE"; exit $$s
 	OMP_NUM_THREADS=1 $(BIN)/pytest tests -n 2 --dist loadfile
 
 lab: $(STAMP)
@@ -45,6 +47,10 @@ export: $(STAMP)
 # keeps nbdev's notebook order. tools/docs.py says more.
 docs: $(STAMP)
 	$(BIN)/python tools/docs.py
+
+# The MLflow UI over the default store (outputs/mlflow/) on http://127.0.0.1:5000.
+ui: $(STAMP)
+	$(BIN)/trainbench ui
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -13,6 +13,9 @@ from trainbench.cli import main
 from trainbench.task import get_task
 
 BIN = Path(sys.executable).parent
+# Runs of the suite are not logged to MLflow (its import and store cost seconds per process); tests/test_tracking.py
+# turns it on for its own runs, with the store in a temporary folder.
+os.environ['TRAINBENCH_TRACKING'] = 'off'
 TASKS = ('classify', 'rank', 'iqa', 'segment', 'multilabel')
 # Settings that make a classify run take seconds: small images, two epochs, no TensorBoard.
 FAST = ['data.img_size=32', 'training.epochs=2', 'output.tensorboard=false']

@@ -23,6 +23,26 @@ def write_sweep(path, data, experiments):
     return path
 
 
+def check_mlflow(store, sweep_dir):
+    "The sweep in MLflow: a parent run with a child per run (params, per-epoch metrics, status, the executed notebook)."
+    from mlflow.tracking import MlflowClient
+    from trainbench.cli import main
+    c = MlflowClient(f'sqlite:///{store}/mlflow.db')
+    exp = c.get_experiment_by_name('sweep/s')
+    runs = {r.info.run_name: r for r in c.search_runs([exp.experiment_id])}
+    parent = runs.pop('s')
+    assert parent.info.status == 'FINISHED' and sorted(runs) == ['broken', 'lr1']
+    assert {r.data.tags['mlflow.parentRunId'] for r in runs.values()} == {parent.info.run_id}
+    assert {'report.html', 'sweep.json'} <= {a.path for a in c.list_artifacts(parent.info.run_id)}
+    lr1, broken = runs['lr1'], runs['broken']
+    assert lr1.info.status == 'FINISHED' and lr1.data.params['training.lr'] == '0.001' and lr1.data.tags['template'] == 'classify/quick'
+    assert [m.step for m in c.get_metric_history(lr1.info.run_id, 'valid_loss')] == [1]
+    assert 'train_classify.ipynb' in {a.path for a in c.list_artifacts(lr1.info.run_id)}   # the executed notebook
+    assert broken.info.status == 'FAILED' and broken.data.tags['status'] == 'failed'
+    assert main(['track', str(sweep_dir), '--uri', str(store)]) == 0   # again afterwards: nothing new
+    assert len(c.search_runs([exp.experiment_id])) == 3 and len(c.get_metric_history(lr1.info.run_id, 'valid_loss')) == 1
+
+
 def test_local_sweep_failure_isolated_rerun_skips_completed_and_report(tiny_data, tmp_path):
     sweep = write_sweep(tmp_path/'s.yaml', tiny_data, {'lr1': {'training.lr': 1e-3}, 'lr3': {'training.lr': 3e-3},
                                                         'broken': {'data.root_dir': str(tmp_path/'nowhere')}})
@@ -30,11 +50,14 @@ def test_local_sweep_failure_isolated_rerun_skips_completed_and_report(tiny_data
 
     code, listed, _ = cli('sweep', sweep, '--list')
     assert code == 0 and [l.split()[0] for l in listed.splitlines()[1:]] == ['lr1', 'lr3', 'broken']
-    res = run_cli('sweep', sweep, '--output-dir', tmp_path/'out', '--workers', '2', '--only', 'lr1', '--only', 'broken')
+    store = tmp_path/'mlflow'   # this sweep is tracked (the suite's runs are not): its MLflow runs are checked below
+    res = run_cli('sweep', sweep, '--output-dir', tmp_path/'out', '--workers', '2', '--only', 'lr1', '--only', 'broken',
+                  '--set', f'tracking.uri={store}', env={'TRAINBENCH_TRACKING': 'on'})
     assert res.returncode == 1, res.stderr          # one run failed: the sweep says so, after finishing the others
     sweep_dir = tmp_path/'out'/'sweeps'/'s'
     state = json.loads((sweep_dir/'sweep.json').read_text())['runs']
     assert {k: v['status'] for k, v in state.items()} == {'lr1': 'completed', 'broken': 'failed'}
+    check_mlflow(store, sweep_dir)
     broken = Path(state['broken']['run_dir'])
     nb = json.loads((broken/'train_classify.ipynb').read_text())           # the failed run keeps its notebook, with the error
     assert any(o.get('output_type') == 'error' for c in nb['cells'] for o in c.get('outputs', []))
@@ -42,7 +65,8 @@ def test_local_sweep_failure_isolated_rerun_skips_completed_and_report(tiny_data
     table = pd.read_csv(sweep_dir/'comparison.csv')
     assert sorted(table.status) == ['completed', 'failed'] and 'data.root_dir' in table.columns
     html = (sweep_dir/'report.html').read_text()
-    assert 'learning_curves.png' in html and 'train_classify.ipynb' in html and (sweep_dir/'learning_curves.png').exists()
+    assert '<h2>classify</h2>' in html and (sweep_dir/'plots_classify.png').exists()
+    assert 'train_classify.html' in html and (broken/'train_classify.html').exists()   # the notebook rendered for a browser
     assert res.stdout.strip().splitlines()[-1] == str(sweep_dir/'report.html')
 
     again = run_cli('sweep', sweep, '--output-dir', tmp_path/'out', '--only', 'lr1', '--only', 'broken')

@@ -179,13 +179,46 @@ def _add_workbench(sub):
     d.add_argument('--workers', type=int, default=2, help='worker processes (default: 2)')
     d.set_defaults(func=_demo)
 
+# %% ../nbs/90_cli.ipynb #89fbca8f
+def _tracking_uri(a)->str:
+    "--uri, checked like `tracking.uri`."
+    from trainbench.config import TrackingConfig
+    from pydantic import ValidationError
+    try: return TrackingConfig(uri=a.uri).uri
+    except ValidationError as e: raise TrainbenchError(f"--uri: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+
+def _track(a):
+    from trainbench.tracking import track
+    from trainbench.tracking import tracking_uri
+    with contextlib.redirect_stdout(sys.stderr): rows = track(a.dirs, tracking_uri(uri=a.uri) if _tracking_uri(a) else None)
+    for d, uri, rid, status in rows: print(f'{d}\t{status}\t{uri}\t{rid}')
+
+def _ui(a):
+    import subprocess
+    from trainbench.tracking import ui_command, tracking_uri
+    cmd = ui_command(tracking_uri(uri=_tracking_uri(a)), a.port)
+    print(f'MLflow UI of {cmd[cmd.index("--backend-store-uri") + 1]} on http://127.0.0.1:{a.port} (Ctrl-C stops it)', file=sys.stderr)
+    return subprocess.call(cmd)
+
+def _add_tracking(sub):
+    "track and ui: MLflow."
+    k = sub.add_parser('track', help='log run and sweep folders to MLflow (again: nothing is duplicated); prints one line per run')
+    k.add_argument('dirs', nargs='+', metavar='DIR', help='run or sweep directories, or folders of them')
+    k.add_argument('--uri', help="MLflow tracking URI (default: each run's tracking.uri, $MLFLOW_TRACKING_URI, or <output.dir>/mlflow/)")
+    k.set_defaults(func=_track)
+
+    u = sub.add_parser('ui', help='the MLflow UI on 127.0.0.1 over the default store (outputs/mlflow/)')
+    u.add_argument('--uri', help='MLflow store to show (default: $MLFLOW_TRACKING_URI, else outputs/mlflow/)')
+    u.add_argument('--port', type=int, default=5000, help='port (default: 5000)')
+    u.set_defaults(func=_ui)
+
 # %% ../nbs/90_cli.ipynb #883c530e
 def build_parser()->argparse.ArgumentParser:
     "The `trainbench` argument parser."
     p = _Parser(prog='trainbench', description='A notebook-first training workbench for vision models.')
     p.add_argument('--debug', action='store_true', help='show tracebacks')
     sub = p.add_subparsers(dest='command', required=True, parser_class=_Parser)
-    for add in (_add_training, _add_run_commands, _add_workbench): add(sub)
+    for add in (_add_training, _add_run_commands, _add_workbench, _add_tracking): add(sub)
     return p
 
 # %% ../nbs/90_cli.ipynb #37e0f46d

@@ -4,8 +4,11 @@
 
 # %% ../nbs/80_compare.ipynb #c448d819
 from __future__ import annotations
-import html, logging
+import html, logging, os
 from pathlib import Path
+from typing import Optional
+
+import matplotlib.colors
 
 import pandas as pd
 
@@ -16,7 +19,8 @@ from .runs import lower_is_better, read_summary
 log = logging.getLogger('trainbench.compare')
 
 # %% auto #0
-__all__ = ['log', 'find_runs', 'flatten', 'compare_runs', 'seed_summary', 'write_comparison', 'write_report']
+__all__ = ['log', 'find_runs', 'flatten', 'compare_runs', 'seed_summary', 'write_comparison', 'run_colors', 'compact',
+           'notebook_html', 'write_report']
 
 # %% ../nbs/80_compare.ipynb #35007298
 def find_runs(paths:list)->list:
@@ -140,37 +144,118 @@ def _plot_curves(df, path):
     plt.close(fig)
     return path
 
+# %% ../nbs/80_compare.ipynb #e45b09d9
+def run_colors(runs:list)->dict:
+    "One colour per run, the same in every plot of a report (matplotlib's tab10, then tab20)."
+    import matplotlib
+    cmap = matplotlib.colormaps['tab10' if len(runs) <= 10 else 'tab20']
+    return {r: cmap(i % cmap.N) for i, r in enumerate(runs)}
+
+def compact(v, width:int=48)->str:
+    "A table cell: lists and dicts as compact JSON cut to `width` characters, numbers to 4 significant digits."
+    import json
+    if v is None or (isinstance(v, float) and v != v): return ''
+    if isinstance(v, float): return f'{v:.4g}'
+    s = str(v)
+    if isinstance(v, (list, dict)) or s[:1] in '[{':
+        try: s = json.dumps(v if isinstance(v, (list, dict)) else __import__('ast').literal_eval(s), separators=(',', ':'))
+        except (ValueError, SyntaxError): pass
+    return s if len(s) <= width else s[:width - 1] + '…'
+
+def notebook_html(nb:Path)->Optional[Path]:
+    "The executed notebook `nb` rendered to HTML beside it by nbconvert (once; again when the notebook is newer)."
+    out = nb.with_suffix('.html')
+    if out.exists() and out.stat().st_mtime >= nb.stat().st_mtime: return out
+    try:
+        from nbconvert import HTMLExporter
+        body, _ = HTMLExporter().from_filename(str(nb))
+    except Exception as e:
+        log.warning(f'{nb}: cannot render it as HTML ({type(e).__name__}: {e})'); return None
+    return write_text(out, body)
+
+# %% ../nbs/80_compare.ipynb #10de61ff
+def _plot_task(d, colors:dict, metric:str, hps:list, path:Path)->Optional[Path]:
+    "The learning curves of task runs `d` (loss and up to two validation metrics), then `metric` against each varied hyperparameter."
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    hist = {r: pd.read_csv(Path(r)/'history.csv') for r in d.run if (Path(r)/'history.csv').exists()}
+    curves = [c for c in ('train_loss', 'valid_loss') if any(c in h for h in hist.values())]
+    curves += sorted({c for h in hist.values() for c in h.columns if c.startswith('valid_') and c != 'valid_loss'})[:2]
+    done = _plottable(d, metric) if metric in d.columns else d.iloc[:0]
+    vs = [hp for hp in hps if len(done) >= 2 and done[hp].astype(str).nunique() > 1][:4]
+    panels = [('curve', c) for c in curves] + [('vs', hp) for hp in vs]
+    if not panels: return None
+    ncol = min(3, len(panels)); nrow = -(-len(panels) // ncol)
+    fig, axs = plt.subplots(nrow, ncol, figsize=(4.4*ncol, 3.3*nrow), squeeze=False)
+    for ax, (kind, c) in zip(axs.flat, panels):
+        if kind == 'curve':
+            for r, h in hist.items():
+                if c in h: ax.plot(h.epoch, h[c], color=colors[r], label=Path(r).name, marker='.')
+            ax.set_title(c); ax.set_xlabel('epoch')
+        else:
+            x = pd.to_numeric(done[c], errors='coerce')
+            xs = x if x.notna().all() else done[c].map(compact)
+            for r, xv, yv in zip(done.run, xs, pd.to_numeric(done[metric], errors='coerce')):
+                ax.plot([xv], [yv], 'o', color=colors[r], label=Path(r).name)
+            if x.notna().all() and (x > 0).all() and x.max() / x.min() >= 20: ax.set_xscale('log')
+            ax.set_title(f'{metric} against {c}'); ax.set_xlabel(c); ax.tick_params(axis='x', labelsize=8)
+        ax.grid(alpha=.3)
+        if len(hist) <= 12: ax.legend(fontsize=7)
+    for ax in list(axs.flat)[len(panels):]: ax.axis('off')
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100), 'wb')
+    plt.close(fig)
+    return path
+
+# %% ../nbs/80_compare.ipynb #7cc1c014
+def _task_section(task:str, d:pd.DataFrame, hps:list, colors:dict, out_dir:Path)->str:
+    "The report's section of one task: its bar, a table of its runs, their curves and metric against each varied setting."
+    try: t = get_task(task); headline, bar = t.headline, t.demo_bar
+    except TrainbenchError: headline, bar = [], None
+    mets = [m for m in headline if m in d.columns and pd.to_numeric(d[m], errors='coerce').notna().any()]
+    varied = [hp for hp in hps if d[hp].map(compact).nunique() > 1]
+    def cell_run(r):
+        nb = next(iter(sorted(Path(r).glob('[!.]*.ipynb'))), None)
+        page = notebook_html(nb) if nb else None
+        ref = lambda p: html.escape(os.path.relpath(Path(p).resolve(), out_dir.resolve()))
+        name = f'<span class="dot" style="color:{matplotlib.colors.to_hex(colors[r])}">●</span> {html.escape(Path(r).name)}'
+        links = (f' <a href="{ref(page)}">notebook</a>' if page else '') + (f' <a class="raw" href="{ref(nb)}">ipynb</a>' if nb else '')
+        return name + links
+    rows = []
+    for _, x in d.iterrows():
+        row = {'run': cell_run(x.run), 'status': x.status, 'time': f"{x.seconds:.0f} s" if pd.notna(x.get('seconds')) else ''}
+        row.update({m: compact(x[m]) for m in mets})
+        if bar and bar[0] in d.columns:
+            v = pd.to_numeric(pd.Series([x[bar[0]]]), errors='coerce')[0]
+            row[f'{bar[0]} ≥ {bar[1]}'] = '' if pd.isna(v) else ('met' if v >= bar[1] else 'not met')
+        row.update({hp: html.escape(compact(x[hp])) for hp in varied})
+        rows.append(row)
+    table = pd.DataFrame(rows).to_html(index=False, escape=False, na_rep='')
+    plot = _plot_task(d, colors, mets[0] if mets else '', varied, out_dir/f'plots_{task}.png')
+    parts = [f'<section><h2>{html.escape(task)}</h2>',
+             f'<p>{len(d)} runs; headline metrics: {", ".join(mets) or "none yet"}'
+             + (f'; the bar that shows it learned: {bar[0]} ≥ {bar[1]}' if bar else '')
+             + (f'; varied: {", ".join(varied)}' if varied else '') + '</p>', table]
+    seeds = seed_summary(d[[c for c in d.columns if c not in hps or c in varied]], mets) if 'seed' in varied else pd.DataFrame()
+    if len(seeds): parts += ['<h3>Over seeds: median and spread</h3>', seeds.to_html(index=False, float_format=lambda v: f'{v:.4g}')]
+    if plot: parts += [f'<img src="{plot.name}" alt="{html.escape(task)}: learning curves and metrics">']
+    return '\n'.join(parts + ['</section>'])
+
 # %% ../nbs/80_compare.ipynb #d551c5ca
+_CSS = ('body{font-family:sans-serif;margin:1.5em auto;max-width:1360px;padding:0 1em} table{border-collapse:collapse;'
+        'font-size:13px;max-width:100%} td,th{border:1px solid #ccc;padding:3px 6px;overflow-wrap:anywhere;vertical-align:top}'
+        'img{max-width:100%;display:block;margin:8px 0} .dot{font-size:16px} a.raw{color:#888;font-size:11px}'
+        'section{margin-bottom:2em}')
+
 def write_report(paths:list, out_dir, title:str='trainbench report', max_plots:int=24)->Path:
-    "Write comparison.csv, the plots and report.html into `out_dir`; returns the report's path."
+    "Write comparison.csv, one plot per task and report.html (a section per task) into `out_dir`; returns the report."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     df, best, _ = write_comparison(paths, out_dir/'comparison.csv')
-    metrics = list(best)
     hps = [c for c in df.columns if '.' in c or c == 'seed']
-    plots = []
-    for m in metrics:   # only where runs of one task that have the metric differ in the hyperparameter
-        d = _plottable(df, m)
-        for hp in hps:
-            if len(d) >= 2 and d.task.nunique() == 1 and d[hp].astype(str).nunique() > 1 and len(plots) < max_plots:
-                p = out_dir/f"plot_{m}_vs_{hp.replace('.', '_')}.png"
-                _plot_metric_vs(df, m, hp, p); plots.append(p)
-    curves = _plot_curves(df, out_dir/'learning_curves.png')
-    def link(run):
-        nbs = sorted(Path(run).glob('*.ipynb'))
-        name = html.escape(Path(run).name)
-        rel = lambda p: html.escape(str(Path(p).resolve().relative_to(out_dir.resolve())) if Path(p).resolve().is_relative_to(out_dir.resolve()) else Path(p).resolve().as_uri())
-        return f'<a href="{rel(nbs[0])}">{name}</a>' if nbs else name
-    table = df.assign(run=[link(r) for r in df.run]).to_html(index=False, escape=False, na_rep='', float_format=lambda v: f'{v:.4g}')
-    seeds = seed_summary(df, metrics)
-    parts = [f'<h1>{html.escape(title)}</h1>', f'<p>{len(df)} runs: ' +
-             ', '.join(f'{n} {s}' for s, n in df.status.value_counts().items()) + '</p>',
-             '<h2>Runs</h2>', table,
-             '<h2>Best run per metric</h2><ul>' + ''.join(f'<li>{html.escape(m)}: {v:.4f} ({html.escape(Path(r).name)})</li>' for m, (r, v) in best.items()) + '</ul>']
-    if len(seeds): parts += ['<h2>Over seeds: median and spread</h2>', seeds.to_html(index=False, float_format=lambda v: f'{v:.4g}')]
-    if curves: parts += ['<h2>Learning curves</h2>', f'<img src="{curves.name}">']
-    if plots: parts += ['<h2>Metrics against hyperparameters</h2>'] + [f'<img src="{p.name}">' for p in plots]
-    doc = ('<!doctype html><html><head><meta charset="utf-8"><title>' + html.escape(title) + '</title><style>'
-           'body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:13px}'
-           'td,th{border:1px solid #ccc;padding:3px 6px} img{max-width:48%;margin:4px}</style></head><body>'
-           + '\n'.join(parts) + '</body></html>')
+    colors = run_colors(list(df.run))
+    sections = [_task_section(t, d, hps, colors, out_dir) for t, d in df.groupby('task', sort=False)][:max_plots]
+    head = (f'<h1>{html.escape(title)}</h1><p>{len(df)} runs: '
+            + ', '.join(f'{n} {s}' for s, n in df.status.value_counts().items()) + '. Tasks are not ranked against each other.</p>')
+    doc = (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_CSS}</style>'
+           '</head><body>' + head + '\n'.join(sections) + '</body></html>')
     return write_text(out_dir/'report.html', doc)
