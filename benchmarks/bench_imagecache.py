@@ -10,7 +10,7 @@ A classify dataset of 512 JPEGs of 800x600 px (two classes) at 64 px:
 3. whole runs, the same two, start to finish (model build, epochs, test evaluation, report): reported.
 The cache is built once beforehand; its build time is reported too.
 
-Run: .venv/bin/python benchmarks/bench_imagecache.py
+Run: .venv/bin/python benchmarks/bench_imagecache.py [--n 512] [--epochs 3] [--smoke]
 """
 import argparse, tempfile, time
 from pathlib import Path
@@ -45,10 +45,12 @@ def make_dataset(root, n):
     return root
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(); ap.add_argument('--n', type=int, default=512); ap.add_argument('--epochs', type=int, default=3)
     ap.add_argument('--models', default='mobilenet_v3_small,resnet18', help='classify models whose epochs are timed, comma-separated')
-    a = ap.parse_args()
+    ap.add_argument('--smoke', action='store_true', help='a few seconds: 16 JPEGs, 2 epochs, MobileNetV3 only (the test suite runs it)')
+    a = ap.parse_args(argv)
+    if a.smoke: a.n, a.epochs, a.models = 16, 2, 'mobilenet_v3_small'
     log_to_console()
     tmp = Path(tempfile.mkdtemp())
     root = make_dataset(tmp/'photos', a.n)

@@ -13,8 +13,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 # Sizes for the table run on a 2-core CPU: each benchmark's own defaults are larger (more repetitions, more data).
-ARGS = {'bench_classify': ['--epochs', '3'], 'bench_imagecache': ['--epochs', '2', '--models', 'mobilenet_v3_small'], 'bench_iqa': ['--reps', '3'],
-        'bench_multilabel': ['--epochs', '3', '--n', '600'], 'bench_rank': ['--series', '50', '--cache-only'], 'bench_segment': ['--epochs', '4', '--n', '120'], 'bench_sweep': ['--runs', '6']}
+ARGS = {'bench_classify': ['--rounds', '5'], 'bench_imagecache': ['--epochs', '2', '--models', 'mobilenet_v3_small'], 'bench_iqa': ['--rounds', '5'],
+        'bench_multilabel': ['--rounds', '5', '--n', '600'], 'bench_rank': ['--series', '50', '--cache-only'], 'bench_segment': ['--rounds', '5', '--n', '120'], 'bench_sweep': ['--runs', '6']}
 TIMEOUT_S = 300
 
 
