@@ -39,12 +39,12 @@ from .task import Stage, Task, TaskData, get_task
 log = logging.getLogger('trainbench.train')
 
 # %% auto #0
-__all__ = ['log', 'OPTIMIZER_NAMES', 'LR_SUGGESTIONS', 'TorchMetric', 'opt_func', 'CPUMixedPrecision', 'PlateauScheduler',
-           'short_name', 'run_epoch', 'RunWriter', 'EarlyStopping', 'TensorBoardLog', 'RunState', 'StopTraining',
-           'stop_on_signals', 'fit_stage', 'start_stage', 'phase_lr', 'end_phase', 'fit_stages', 'lr_suggestions',
-           'find_lr', 'plot_lr_find', 'get_device', 'precision_callback', 'channels_last', 'fast_paths',
-           'build_learner', 'training_callbacks', 'without_pretrained', 'write_evaluation', 'Run', 'train', 'load_run',
-           'load_model', 'predict', 'evaluate', 'lr_search', 'lr_find']
+__all__ = ['log', 'OPTIMIZER_NAMES', 'LR_SUGGESTIONS', 'TorchMetric', 'opt_func', 'CPUMixedPrecision', 'PlainTensors',
+           'PlateauScheduler', 'short_name', 'run_epoch', 'RunWriter', 'EarlyStopping', 'TensorBoardLog', 'RunState',
+           'StopTraining', 'stop_on_signals', 'fit_stage', 'start_stage', 'phase_lr', 'end_phase', 'fit_stages',
+           'lr_suggestions', 'find_lr', 'plot_lr_find', 'get_device', 'precision_callback', 'channels_last',
+           'fast_paths', 'build_learner', 'training_callbacks', 'without_pretrained', 'write_evaluation', 'Run',
+           'train', 'load_run', 'load_model', 'predict', 'evaluate', 'lr_search', 'lr_find']
 
 # %% ../nbs/07_learner.ipynb #6bc1b1c9
 class TorchMetric(Metric):
@@ -80,6 +80,17 @@ class CPUMixedPrecision(MixedPrecision):
     def __init__(self): super().__init__(amp_mode='bf16')
     def before_fit(self):
         self.autocast, self.learn.scaler, self.scales = autocast('cpu', dtype=torch.bfloat16), GradScaler('cpu', enabled=False), L()
+
+# %% ../nbs/07_learner.ipynb #0476a515
+def _plain(b:tuple)->tuple: return tuple(o.as_subclass(torch.Tensor) if isinstance(o, torch.Tensor) and type(o) is not torch.Tensor else o for o in b)
+
+class PlainTensors(Callback):
+    "Hands the model plain `torch.Tensor` inputs and targets, and the optimizer step a plain loss: no Python dispatch per op."
+    order = -30   # before every callback that reads the batch
+    def before_batch(self): self.learn.xb, self.learn.yb = _plain(self.xb), _plain(self.yb)
+    def after_loss(self):
+        if isinstance(self.learn.loss_grad, torch.Tensor): self.learn.loss_grad = self.loss_grad.as_subclass(torch.Tensor)
+        if isinstance(self.learn.loss, torch.Tensor): self.learn.loss = self.loss.as_subclass(torch.Tensor)
 
 # %% ../nbs/07_learner.ipynb #24d7ffb4
 class PlateauScheduler(Callback):
@@ -411,7 +422,7 @@ def fast_paths(task:Task, cfg, data:TaskData)->dict:
                 batch_augment=isinstance(dl.after_batch, BatchAugment))
 
 def build_learner(task:Task, cfg, data:TaskData, model:nn.Module, path='.')->Learner:
-    "A fastai `Learner` for `task` with the callbacks that stay on for every fit: precision, clipping, progress; the fast paths applied."
+    "A fastai `Learner` for `task` with the callbacks that stay on for every fit: plain tensors, precision, clipping, progress; the fast paths applied."
     t = cfg.training
     device = data.dls.device or torch.device('cpu')
     fast = fast_paths(task, cfg, data)
@@ -424,7 +435,7 @@ def build_learner(task:Task, cfg, data:TaskData, model:nn.Module, path='.')->Lea
                     splitter=task.splitter, metrics=task.metrics(cfg, data), path=path, model_dir='.')
     learn.recorder.train_metrics = True
     learn.fast_paths = fast
-    cbs = [precision_callback(t.mixed_precision, device), GradientClip(t.grad_clip) if t.grad_clip > 0 else None]
+    cbs = [PlainTensors(), precision_callback(t.mixed_precision, device), GradientClip(t.grad_clip) if t.grad_clip > 0 else None]
     learn.add_cbs([cb for cb in cbs if cb is not None])
     if not IN_NOTEBOOK:   # the console gets the run writer's lines instead of progress bars and printed lists
         learn.remove_cb(ProgressCallback)
