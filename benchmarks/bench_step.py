@@ -172,13 +172,19 @@ def main(argv=None):
               unit='ms', note=f"minimal {base:.1f} ms, pipeline {ms['pipeline']:.1f} ms, before issue 23 (no PlainTensors) "
               f"{ms['pipeline without PlainTensors']:.1f} ms; " + ', '.join(f'{k} {v:+.2f} ms' for k, v in causes.items()) +
               f"; data path {data_ms['fastai']:.2f} ms/batch (fastai loader) against {data_ms['torch']:.2f} (torch DataLoader)")
-    print('\n| task | minimal loop ms/step | subclass input | Learner + own cbs | train metrics | run callbacks | pipeline ms/step '
-          '| before (no PlainTensors) | data path fastai / torch ms/batch |')
-    print('|---|---|---|---|---|---|---|---|---|')
-    for name, base, ms, c, d in rows:
-        print(f"| {name} | {base:.1f} | {c['tensor subclass input']:+.2f} | {c['Learner + its callbacks, PlainTensors']:+.2f} | "
-              f"{c['train metrics']:+.2f} | {c['run callbacks (writer, plateau, early stop, TensorBoard, stage)']:+.2f} | "
-              f"{ms['pipeline']:.1f} | {ms['pipeline without PlainTensors']:.1f} | {d['fastai']:.2f} / {d['torch']:.2f} |")
+    print()
+    for l in table(rows): print('TABLE ' + l)
 
+
+def table(rows)->list:
+    "The per-step costs as Markdown rows: one per task, ms by cause, before (no PlainTensors) and after."
+    out = ['| task | minimal loop, ms/step | subclass input | Learner and its own callbacks | train metrics | run callbacks | '
+           'pipeline before (no PlainTensors) | pipeline after | after / minimal loop | data path, fastai / torch loader, ms/batch |',
+           '|---|---|---|---|---|---|---|---|---|---|']
+    for name, base, ms, c, d in rows:
+        out.append(f"| {name} | {base:.1f} | {c['tensor subclass input']:+.2f} | {c['Learner + its callbacks, PlainTensors']:+.2f} | "
+                   f"{c['train metrics']:+.2f} | {c['run callbacks (writer, plateau, early stop, TensorBoard, stage)']:+.2f} | "
+                   f"{ms['pipeline without PlainTensors']:.1f} | {ms['pipeline']:.1f} | {base/ms['pipeline']:.3f} | {d['fastai']:.2f} / {d['torch']:.2f} |")
+    return out
 
 if __name__ == '__main__': main()

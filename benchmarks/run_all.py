@@ -1,7 +1,8 @@
 """Run every benchmarks/bench_*.py and write benchmarks/RESULTS.md: one table row per measured figure.
 
 Each benchmark runs in its own process (its ratios are measured side by side inside it), with the arguments below that
-keep the whole table to about 10 minutes on a quiet 2-core CPU; each prints `RESULT {json}` lines (see report.py). A benchmark
+keep the whole table to about 10 minutes on a quiet 2-core CPU; each prints `RESULT {json}` lines (see report.py), and may
+print a Markdown table as `TABLE | ... |` lines, which get a section of their own. A benchmark
 that fails or times out gets a row saying so, and its output is kept in the file.
 
 Run: .venv/bin/python benchmarks/run_all.py [--only NAME...] [--out benchmarks/RESULTS.md]
@@ -70,12 +71,15 @@ def write(runs:list, path:Path, total_s:float):
              'Every figure is measured side by side in one process (the benchmark\'s), on this machine; "x" figures are '
              'how many times faster trainbench is than the baseline, plain figures are baseline time / trainbench time.', '',
              *rows, '']
+    for b in runs:   # tables a benchmark prints as `TABLE | ... |` lines (bench_step's per-step costs)
+        table = [l[len('TABLE '):] for l in b['output'].splitlines() if l.startswith('TABLE ')]
+        if table: lines += [f"## {b['name']}", '', *table, '']
     if missed: lines += ['## Goals not met', '', *missed, '']
     if notes: lines += ['## Notes', '', *notes, '']
     lines += ['## Outputs', '']
     for b in runs:
         lines += [f"<details><summary>{b['name']}: <code>{b['cmd']}</code>, {b['seconds']:.0f} s, exit {b['rc']}</summary>", '',
-                  '```', *[l for l in b['output'].rstrip().splitlines() if not l.startswith('RESULT ')], '```', '', '</details>', '']
+                  '```', *[l for l in b['output'].rstrip().splitlines() if not l.startswith(('RESULT ', 'TABLE '))], '```', '', '</details>', '']
     tmp = path.with_suffix('.tmp')
     tmp.write_text('\n'.join(lines))
     tmp.replace(path)
