@@ -15,9 +15,9 @@ Each variant runs `--steps` steps per round, in interleaved rounds after a warm-
 the median over rounds of the per-step milliseconds. The data path: one pass of the task's fastai training loader
 against a torch DataLoader over the same dataset, per batch.
 
-Run: .venv/bin/python benchmarks/bench_step.py [--tasks classify iqa] [--rounds 5] [--steps 10] [--threads N] [--smoke]
+Run: .venv/bin/python benchmarks/bench_step.py [--tasks classify iqa] [--rounds 5] [--steps 10] [--threads N] [--profile] [--smoke]
 """
-import argparse, copy, logging, statistics, tempfile, time
+import argparse, contextlib, copy, logging, statistics, tempfile, time
 from pathlib import Path
 
 import torch
@@ -41,6 +41,8 @@ SMOKE = {'classify': {'model.name': 'mobilenet_v3_small', 'data.img_size': 32, '
          'rank': {'data.img_size': 32}, 'iqa': {'data.train_patch_num': 1},
          'segment': {'data.img_size': 32, 'training.batch_size': 4, 'model.decoder_ff': 64},
          'multilabel': {'data.img_size': 32, 'phase1.batch_size': 8, 'memory.bank_size': 16}}
+PROFILES = []
+WINDOW = [contextlib.nullcontext]   # what wraps the training steps of every variant: torch.profiler's `profile` with --profile
 SYNTH_N = {'classify': 8, 'rank': 20, 'iqa': 3, 'segment': 12, 'multilabel': 80}
 
 
@@ -58,7 +60,7 @@ def setup(name, tmp, smoke):
     return task, cfg, data, task.model(cfg, data)
 
 
-def step_costs(name, tmp, rounds, steps, smoke):
+def step_costs(name, tmp, rounds, steps, smoke, profile=False):
     "{variant: median ms per training step} and the data path's ms per batch, for task `name`."
     task, cfg, data, model0 = setup(name, tmp, smoke)
     st = task.stages(cfg, data)[0]
@@ -89,9 +91,10 @@ def step_costs(name, tmp, rounds, steps, smoke):
         def all_batches():
             k = steps if learn.training else 1
             learn.n_iter = k
-            t0 = time.perf_counter()
-            for i in range(k): learn.one_batch(i, b)
-            if learn.training: secs['t'] = time.perf_counter() - t0
+            with WINDOW[0]() if learn.training else contextlib.nullcontext():
+                t0 = time.perf_counter()
+                for i in range(k): learn.one_batch(i, b)
+                if learn.training: secs['t'] = time.perf_counter() - t0
         learn.all_batches = all_batches
         learn.fit(1, cbs=list(cbs))
         return secs['t']
@@ -105,16 +108,19 @@ def step_costs(name, tmp, rounds, steps, smoke):
         x, y = xs[:n_in], xs[n_in:]
         loss_fn = pipe.loss_func
         def run():
-            m.train(); t0 = time.perf_counter()
-            for _ in range(steps):
-                loss = loss_fn(m(*x), *y)
-                opt.zero_grad(); loss.backward(); opt.step()
-            return time.perf_counter() - t0
+            m.train()
+            with WINDOW[0]():
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    loss = loss_fn(m(*x), *y)
+                    opt.zero_grad(); loss.backward(); opt.step()
+                return time.perf_counter() - t0
         return run
     sides = {'plain': hand(plain(b))}
     if any(type(o) is not torch.Tensor for o in b[:n_in] if isinstance(o, torch.Tensor)): sides['subclass input'] = hand(b)
     for k, l in learners.items(): sides[k] = (lambda l: lambda: fixed_batches(l, run_cbs if l is pipe else ()))(l)
     sides['pipeline without PlainTensors'] = lambda: fixed_batches(pipe, run_cbs + [RemovePlain()])
+    if profile: return profile_steps(name, {k: sides[k] for k in ('plain', 'pipeline', 'pipeline without PlainTensors')}, steps)
     secs = interleaved(sides, rounds, warmup=1)
     ms = {k: statistics.median(v) / steps * 1000 for k, v in secs.items()}
     # the data path: the task's fastai loader against a torch DataLoader on the same dataset, per batch
@@ -129,6 +135,34 @@ def step_costs(name, tmp, rounds, steps, smoke):
     data_ms = {k: statistics.median(v)*1000 for k, v in dsecs.items()}
     types = ', '.join(sorted({type(o).__name__ for o in b[:n_in] if isinstance(o, torch.Tensor)}))
     return ms, data_ms, types
+
+
+def profile_steps(name, sides:dict, steps:int):
+    """torch.profiler over `steps` steps of each side (after one warm-up run): per step, the wall time, the ops dispatched
+    (aten calls and `__torch_function__` overrides), the time inside ops, and the rest (Python: the loop, the Learner's
+    events and callbacks, subclass dispatch). Prints the ops whose count per step differs most between the sides."""
+    from torch.profiler import ProfilerActivity, profile
+    stats = {}
+    for k, run in sides.items():
+        run()   # warm up
+        def window():
+            PROFILES.append(profile(activities=[ProfilerActivity.CPU]))
+            return PROFILES[-1]
+        WINDOW[0] = window
+        try: wall = run()
+        finally: WINDOW[0] = contextlib.nullcontext
+        prof = PROFILES.pop()
+        ev = prof.key_averages()
+        top = [e for e in prof.events() if e.cpu_parent is None]   # top-level: ops, autograd's backward functions, optimizer step
+        ops_ms = sum(e.cpu_time_total for e in top) / 1000 / steps
+        stats[k] = dict(wall=wall*1000/steps, ops=ops_ms, n=sum(e.count for e in ev if e.key.startswith('aten::'))/steps,
+                        counts={e.key: e.count/steps for e in ev})
+        print(f'  {name} {k:32s} {stats[k]["wall"]:8.1f} ms/step: {stats[k]["n"]:6.0f} aten calls, {ops_ms:7.1f} ms in top-level ops '
+              f'(forward ops, backward, optimizer), {stats[k]["wall"] - ops_ms:6.1f} ms outside them (Python: the loop, events, callbacks, dispatch)')
+    a, b = stats['plain']['counts'], stats['pipeline']['counts']
+    diff = sorted(((b.get(k, 0) - a.get(k, 0), k) for k in set(a) | set(b)), key=lambda t: -abs(t[0]))[:12]
+    print(f'  {name}: calls per step, pipeline minus minimal loop: ' + ', '.join(f'{k} {d:+.0f}' for d, k in diff if d))
+    return stats
 
 
 class RemovePlain(PlainTensors):
@@ -146,7 +180,8 @@ def main(argv=None):
     p.add_argument('--tasks', nargs='*', help='default: all five (--smoke: classify and segment, the one-input and two-input steps)')
     p.add_argument('--rounds', type=int, default=5); p.add_argument('--steps', type=int, default=10)
     p.add_argument('--threads', type=int, help="torch threads for every variant (default: torch's choice)")
-    p.add_argument('--smoke', action='store_true', help='a few seconds: tiny data, 2 rounds of 2 steps (the test suite runs it)')
+    p.add_argument('--profile', action='store_true', help='torch.profiler over the minimal loop and the pipeline instead of the timing rounds')
+    p.add_argument('--smoke', action='store_true', help='a few seconds: tiny data, 1 round of 2 steps (the test suite runs it)')
     a = p.parse_args(argv)
     log_to_console().setLevel(logging.WARNING)
     pin_threads(a.threads or (1 if a.smoke else None))
@@ -156,6 +191,7 @@ def main(argv=None):
     tmp = Path(tempfile.mkdtemp())
     rows = []
     for name in a.tasks:
+        if a.profile: step_costs(name, tmp, a.rounds, a.steps, a.smoke, profile=True); continue
         ms, data_ms, types = step_costs(name, tmp, a.rounds, a.steps, a.smoke)
         base = ms['plain']
         causes = {'tensor subclass input': ms.get('subclass input', base) - base,
@@ -172,8 +208,7 @@ def main(argv=None):
               unit='ms', note=f"minimal {base:.1f} ms, pipeline {ms['pipeline']:.1f} ms, before issue 23 (no PlainTensors) "
               f"{ms['pipeline without PlainTensors']:.1f} ms; " + ', '.join(f'{k} {v:+.2f} ms' for k, v in causes.items()) +
               f"; data path {data_ms['fastai']:.2f} ms/batch (fastai loader) against {data_ms['torch']:.2f} (torch DataLoader)")
-    print()
-    for l in table(rows): print('TABLE ' + l)
+    if rows: print(); print('\n'.join('TABLE ' + l for l in table(rows)))
 
 
 def table(rows)->list:
