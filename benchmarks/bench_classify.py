@@ -149,6 +149,7 @@ def main(argv=None):
     p.add_argument('--rounds', type=int, default=5, help='interleaved epoch pairs timed (after one warm-up)')
     p.add_argument('--threads', type=int, help='torch threads on both sides (default: torch\'s choice)')
     p.add_argument('--data', help='an existing synthetic classify dataset (default: generate one)')
+    p.add_argument('--bf16-models', default='mobilenet_v3_small,resnet50', help='models of the bf16 autocast comparison, comma-separated')
     p.add_argument('--smoke', action='store_true', help='a few seconds: tiny data and images, 2 rounds (the test suite runs it)')
     a = p.parse_args(argv)
     import logging
@@ -162,8 +163,7 @@ def main(argv=None):
     throughput_ratio(root, rounds, 'mobilenet_v3_small', size or 128, 32)
     per_batch_overhead(*((4, 16, 2) if a.smoke else ()))
     print('\n2. CPU bf16 autocast speed-up over fp32 (training steps)')
-    bf16_speedup('mobilenet_v3_small', *((32, 4, 4) if a.smoke else ()))
-    if not a.smoke: bf16_speedup('resnet50')
+    for m in a.bf16_models.split(',') if not a.smoke else ['mobilenet_v3_small']: bf16_speedup(m, *((32, 4, 4) if a.smoke else ()))
 
 
 if __name__ == '__main__': main()

@@ -30,7 +30,7 @@ from trainbench.core import log_to_console
 from trainbench.learner import PlainTensors, build_learner, get_device, opt_func, start_stage, training_callbacks
 from trainbench.task import get_task
 from report import ratio
-from timers import interleaved, pin_threads
+from timers import PhaseTimer, interleaved, pin_threads
 
 TASKS = ('classify', 'rank', 'iqa', 'segment', 'multilabel')
 # The quick templates at the sizes the throughput benchmarks use (classify's ResNet-18 at 64 px; iqa, segment, rank as quick)
@@ -86,18 +86,17 @@ def step_costs(name, tmp, rounds, steps, smoke, profile=False):
     learners = {'Learner, bare': bare(False), '+ train metrics': bare(True), 'pipeline': pipe}
 
     def fixed_batches(learn, cbs=()):
-        "One `fit(1)` of `steps` training steps on the fixed batch (one validation step); returns the training seconds."
-        secs = {}
+        """One `fit(1)` of `steps` training steps on the fixed batch (one validation step); returns the seconds of the training
+        phase: the steps and the callbacks' work at its ends (the train metrics' values are computed in `after_train`)."""
+        timer = PhaseTimer()
         def all_batches():
             k = steps if learn.training else 1
             learn.n_iter = k
             with WINDOW[0]() if learn.training else contextlib.nullcontext():
-                t0 = time.perf_counter()
                 for i in range(k): learn.one_batch(i, b)
-                if learn.training: secs['t'] = time.perf_counter() - t0
         learn.all_batches = all_batches
-        learn.fit(1, cbs=list(cbs))
-        return secs['t']
+        learn.fit(1, cbs=list(cbs) + [timer])
+        return timer.train_s[-1]
 
     # the minimal loop: a model copy, the task's loss (fastai's wrapper where the task uses one), fused optimizer
     def hand(xs):

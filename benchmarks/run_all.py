@@ -14,8 +14,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 # Sizes for the table run on a 2-core CPU: each benchmark's own defaults are larger (more repetitions, more data).
-ARGS = {'bench_step': ['--rounds', '5', '--steps', '5'], 'bench_classify': ['--rounds', '5'], 'bench_imagecache': ['--epochs', '2', '--models', 'mobilenet_v3_small'], 'bench_iqa': ['--rounds', '5'],
+ARGS = {'bench_step': ['--rounds', '5', '--steps', '3'], 'bench_classify': ['--rounds', '5', '--bf16-models', 'mobilenet_v3_small'], 'bench_imagecache': ['--epochs', '2', '--models', 'mobilenet_v3_small'], 'bench_iqa': ['--rounds', '5'],
         'bench_multilabel': ['--rounds', '5', '--n', '600'], 'bench_rank': ['--series', '50', '--cache-only'], 'bench_segment': ['--rounds', '5', '--n', '120'], 'bench_sweep': ['--runs', '6']}
+PINS_THREADS = ('bench_classify', 'bench_iqa', 'bench_multilabel', 'bench_segment', 'bench_step')
 TIMEOUT_S = 900   # per benchmark: a shared machine under load runs several times slower than a quiet one
 
 
@@ -27,9 +28,9 @@ def machine()->str:
     return f'{os.cpu_count()} CPU cores ({cpu}), {gpu}; Python {platform.python_version()}, torch {torch.__version__}'
 
 
-def run(bench:Path)->dict:
+def run(bench:Path, threads:int=None)->dict:
     "Run one benchmark; its RESULT records, output, wall time and exit status."
-    cmd = [sys.executable, bench.name, *ARGS.get(bench.stem, [])]
+    cmd = [sys.executable, bench.name, *ARGS.get(bench.stem, []), *(['--threads', str(threads)] if threads and bench.stem in PINS_THREADS else [])]
     t0 = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix=f'{bench.stem}-')   # the benchmark's datasets and runs (gigabytes), removed after it
     try:
@@ -87,15 +88,16 @@ def write(runs:list, path:Path, total_s:float):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--only', nargs='*', help='benchmark names (e.g. bench_iqa); default: all')
+    p.add_argument('--only', nargs='*', help='benchmark names (e.g. bench_iqa), run in the order given; default: all')
+    p.add_argument('--threads', type=int, help='torch threads for the benchmarks that pin them (both sides of each ratio)')
     p.add_argument('--out', type=Path, default=HERE/'RESULTS.md')
     a = p.parse_args()
     benches = sorted(HERE.glob('bench_*.py'))
-    if a.only: benches = [b for b in benches if b.stem in a.only or b.stem.removeprefix('bench_') in a.only]
+    if a.only: benches = [b for n in a.only for b in benches if n in (b.stem, b.stem.removeprefix('bench_'))]   # in the order given
     t0, runs = time.perf_counter(), []
     for b in benches:
         print(f'{b.name} ...', flush=True)
-        runs.append(run(b))
+        runs.append(run(b, a.threads))
         r = runs[-1]
         print(f"  {r['seconds']:.0f} s, exit {r['rc']}, {len(r['results'])} figures", flush=True)
         for x in r['results']: print(f"    {x['what']}: {fmt(x['value'], x['unit'])} ({goal(x)})", flush=True)

@@ -54,13 +54,17 @@ class TorchMetric(Metric):
                  pred_fn=None, # applied to the model output before `update`
                 ):
         self.metric, self._name, self.pred_fn = metric, name, pred_fn
-    def reset(self): self.metric.reset()
-    def accumulate(self, learn):
-        pred = learn.to_detach(learn.pred)
-        if self.pred_fn: pred = self.pred_fn(pred)
-        self.metric.update(pred, *learn.to_detach(learn.yb))
+    def reset(self): self.metric.reset(); self.batches = []
+    def accumulate(self, learn):   # kept on the device until `value`: no wait for the device per batch
+        self.learn = learn
+        self.batches.append((learn.pred.detach(), tuple(y.detach() for y in learn.yb)))
     @property
-    def value(self): return self.metric.compute().item()
+    def value(self):
+        for pred, yb in self.batches:   # the updates of every batch so far, in order, as fastai's `to_detach` hands them over
+            pred = self.learn.to_detach(pred)
+            self.metric.update(self.pred_fn(pred) if self.pred_fn else pred, *self.learn.to_detach(yb))
+        self.batches = []
+        return self.metric.compute().item()
     @property
     def name(self): return self._name
 
