@@ -15,6 +15,23 @@ Each variant runs `--steps` steps per round, in interleaved rounds after a warm-
 the median over rounds of the per-step milliseconds. The data path: one pass of the task's fastai training loader
 against a torch DataLoader over the same dataset, per batch.
 
+What the costs are, and what issue 23 did about each (the figures are in RESULTS.md, section bench_step):
+- tensor subclass dispatch: classify and multilabel batches are torchvision `Image`s (`T.ToImage()`); its
+  `__torch_function__` unwraps results, so only ops that take the batch itself pay (the stem convolution). fastai's
+  losses (`BaseLoss`) return a `TensorBase`, which stays a subclass: the loss's clone, its backward call, and every op the
+  Recorder, the run writer and TensorBoard do on it per batch went through Python dispatch. `PlainTensors` (in every
+  trainbench `Learner`) casts the batch and the loss to `torch.Tensor`; the `pipeline without PlainTensors` column is
+  the pipeline before it.
+- per-batch callbacks: fastai's event loop calls every callback's method for each of ~10 events per batch; the Recorder
+  (smoothed loss, LR), the run writer (loss sum), TensorBoard (loss, LR) each keep tensors, no transfers. What remains
+  is a fixed Python cost per batch (bench_classify measures it on a model too small to take any time itself).
+- metrics during training (`train_accuracy`, `train_srcc`... in metrics.json, so they stay): `TorchMetric` now moves
+  predictions to the CPU when the value is read, once per epoch (on CUDA a move per batch waits for the device);
+  segment's `SegStats` keeps its per-image counts on the device likewise. The updates themselves still cost their time.
+- the Recorder's per-batch loss: a tensor (no `.item()`), so no device sync per batch; in notebooks, fastai's progress
+  bar prints the smoothed loss per batch (a sync on CUDA), outside the console runs measured here.
+- the data path: the fastai loader against a torch DataLoader over the same dataset, per batch (last column).
+
 Run: .venv/bin/python benchmarks/bench_step.py [--tasks classify iqa] [--rounds 5] [--steps 10] [--threads N] [--profile] [--smoke]
 """
 import argparse, contextlib, copy, logging, statistics, tempfile, time
