@@ -33,12 +33,14 @@ def run(bench:Path, threads:int=None)->dict:
     cmd = [sys.executable, bench.name, *ARGS.get(bench.stem, []), *(['--threads', str(threads)] if threads and bench.stem in PINS_THREADS else [])]
     t0 = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix=f'{bench.stem}-')   # the benchmark's datasets and runs (gigabytes), removed after it
+    p = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, 'TMPDIR': tmp})
     try:
-        p = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=TIMEOUT_S, env={**os.environ, 'TMPDIR': tmp})
-        out, rc = p.stdout + p.stderr, p.returncode
-    except subprocess.TimeoutExpired as e:
-        out, rc = f'{e.stdout or ""}{e.stderr or ""}\n(timed out after {TIMEOUT_S} s)', 'timeout'
-        out = out if isinstance(out, str) else out.decode()
+        out, _ = p.communicate(timeout=TIMEOUT_S)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:   # keep what it printed so far: the figures it finished count
+        p.kill()
+        out, _ = p.communicate()
+        out, rc = f'{out}\n(timed out after {TIMEOUT_S} s)', 'timeout'
     finally: shutil.rmtree(tmp, ignore_errors=True)
     recs = [json.loads(l[len('RESULT '):]) for l in out.splitlines() if l.startswith('RESULT ')]
     return dict(name=bench.stem, cmd=' '.join(['python', f'benchmarks/{bench.name}', *cmd[2:]]), rc=rc,
