@@ -33,7 +33,7 @@ def run(bench:Path, threads:int=None)->dict:
     cmd = [sys.executable, bench.name, *ARGS.get(bench.stem, []), *(['--threads', str(threads)] if threads and bench.stem in PINS_THREADS else [])]
     t0 = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix=f'{bench.stem}-')   # the benchmark's datasets and runs (gigabytes), removed after it
-    p = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, 'TMPDIR': tmp})
+    p = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, 'TMPDIR': tmp, 'PYTHONUNBUFFERED': '1'})
     try:
         out, _ = p.communicate(timeout=TIMEOUT_S)
         rc = p.returncode
