@@ -150,13 +150,13 @@ def main(argv=None):
     p.add_argument('--threads', type=int, help='torch threads on both sides (default: torch\'s choice)')
     p.add_argument('--data', help='an existing synthetic classify dataset (default: generate one)')
     p.add_argument('--bf16-models', default='mobilenet_v3_small,resnet50', help='models of the bf16 autocast comparison, comma-separated')
-    p.add_argument('--smoke', action='store_true', help='a few seconds: tiny data and images, 2 rounds (the test suite runs it)')
+    p.add_argument('--smoke', action='store_true', help='a few seconds: tiny data and images, 1 round after the warm-up (the test suite runs it)')
     a = p.parse_args(argv)
     import logging
     log_to_console().setLevel(logging.WARNING)   # quiet console; train.log keeps everything
     pin_threads(a.threads or (1 if a.smoke else None))   # smoke: one thread, so that a busy machine does not oversubscribe
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads')
-    n, size, rounds = (4, 32, 2) if a.smoke else (100, None, a.rounds)
+    n, size, rounds = (4, 32, 1) if a.smoke else (100, None, a.rounds)
     root = Path(a.data) if a.data else get_task('classify').synth(Path(tempfile.mkdtemp())/'shapes', n=n, seed=0)
     print('\n1. Training throughput, trainbench / hand-written PyTorch loop')
     if not a.smoke: throughput_ratio(root, rounds, 'resnet18', 64, 16)   # smoke: the smaller model only (its checkpoints are written every epoch)

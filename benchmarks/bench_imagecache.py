@@ -36,12 +36,12 @@ def photo(rng, kind, w=800, h=600):
     return img
 
 
-def make_dataset(root, n):
+def make_dataset(root, n, size=(800, 600)):
     rng = np.random.default_rng(0)
     for split, m in (('train', n), ('val', n // 8)):
         for kind in 'ab':
             (root/split/kind).mkdir(parents=True, exist_ok=True)
-            for i in range(m // 2): photo(rng, kind).save(root/split/kind/f'{i:04d}.jpg', quality=90)
+            for i in range(m // 2): photo(rng, kind, *size).save(root/split/kind/f'{i:04d}.jpg', quality=90)
     return root
 
 
@@ -50,10 +50,10 @@ def main(argv=None):
     ap.add_argument('--models', default='mobilenet_v3_small,resnet18', help='classify models whose epochs are timed, comma-separated')
     ap.add_argument('--smoke', action='store_true', help='a few seconds: 16 JPEGs, 2 epochs, MobileNetV3 only (the test suite runs it)')
     a = ap.parse_args(argv)
-    if a.smoke: a.n, a.epochs, a.models = 16, 2, 'mobilenet_v3_small'
+    if a.smoke: a.n, a.epochs, a.models = 16, 2, 'mobilenet_v3_small'   # and photos of 160x120 (below)
     log_to_console()
     tmp = Path(tempfile.mkdtemp())
-    root = make_dataset(tmp/'photos', a.n)
+    root = make_dataset(tmp/'photos', a.n, (160, 120) if a.smoke else (800, 600))
     over = {'data.root_dir': str(root), 'data.img_size': 64, 'training.epochs': a.epochs, 'output.tensorboard': False,
             'data.cache_dir': str(tmp/'cache'), 'training.early_stopping_patience': 0}
     files = sorted(root.rglob('*.jpg'))

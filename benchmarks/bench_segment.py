@@ -117,11 +117,11 @@ def main(argv=None):
     p.add_argument('--rounds', type=int, default=5, help='interleaved epoch pairs timed (after one warm-up)')
     p.add_argument('--threads', type=int, help="torch threads on both sides (default: torch's choice)")
     p.add_argument('--n', type=int, default=40, help='synthetic training images per dataset')
-    p.add_argument('--smoke', action='store_true', help='a few seconds: tiny data, 32 px, 2 rounds (the test suite runs it)')
+    p.add_argument('--smoke', action='store_true', help='a few seconds: tiny data, 32 px, 1 round after the warm-up (the test suite runs it)')
     a = p.parse_args(argv)
     log_to_console().setLevel(logging.WARNING)
     pin_threads(a.threads or (1 if a.smoke else None))   # smoke: one thread, so that a busy machine does not oversubscribe
-    if a.smoke: a.n, a.img_size, a.bs, a.rounds = 6, 32, 4, 2
+    if a.smoke: a.n, a.img_size, a.bs, a.rounds = 6, 32, 4, 1
     extra = {'model.decoder_ff': 64} if a.smoke else None
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads')
     root = get_task('segment').synth(Path(tempfile.mkdtemp())/'walls', n=a.n, seed=0)
