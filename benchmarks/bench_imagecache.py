@@ -10,7 +10,7 @@ A classify dataset of 512 JPEGs of 800x600 px (two classes) at 64 px:
 3. whole runs, the same two, start to finish (model build, epochs, test evaluation, report): reported.
 The cache is built once beforehand; its build time is reported too.
 
-Run: .venv/bin/python benchmarks/bench_imagecache.py
+Run: .venv/bin/python benchmarks/bench_imagecache.py [--n 512] [--epochs 3] [--smoke]
 """
 import argparse, tempfile, time
 from pathlib import Path
@@ -36,22 +36,24 @@ def photo(rng, kind, w=800, h=600):
     return img
 
 
-def make_dataset(root, n):
+def make_dataset(root, n, size=(800, 600)):
     rng = np.random.default_rng(0)
     for split, m in (('train', n), ('val', n // 8)):
         for kind in 'ab':
             (root/split/kind).mkdir(parents=True, exist_ok=True)
-            for i in range(m // 2): photo(rng, kind).save(root/split/kind/f'{i:04d}.jpg', quality=90)
+            for i in range(m // 2): photo(rng, kind, *size).save(root/split/kind/f'{i:04d}.jpg', quality=90)
     return root
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(); ap.add_argument('--n', type=int, default=512); ap.add_argument('--epochs', type=int, default=3)
     ap.add_argument('--models', default='mobilenet_v3_small,resnet18', help='classify models whose epochs are timed, comma-separated')
-    a = ap.parse_args()
+    ap.add_argument('--smoke', action='store_true', help='a few seconds: 16 JPEGs, 2 epochs, MobileNetV3 only (the test suite runs it)')
+    a = ap.parse_args(argv)
+    if a.smoke: a.n, a.epochs, a.models = 16, 2, 'mobilenet_v3_small'   # and photos of 160x120 (below)
     log_to_console()
     tmp = Path(tempfile.mkdtemp())
-    root = make_dataset(tmp/'photos', a.n)
+    root = make_dataset(tmp/'photos', a.n, (160, 120) if a.smoke else (800, 600))
     over = {'data.root_dir': str(root), 'data.img_size': 64, 'training.epochs': a.epochs, 'output.tensorboard': False,
             'data.cache_dir': str(tmp/'cache'), 'training.early_stopping_patience': 0}
     files = sorted(root.rglob('*.jpg'))

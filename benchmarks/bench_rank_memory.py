@@ -4,7 +4,7 @@ The run is `rank/quick` (frozen tiny CLIP + ResNet-18 layer2 + IQA statistics, f
 files) on a synthetic PhotoTriage of 2,000 series of 5 photos, in a child process whose peak resident set size
 (`ru_maxrss`) is read when it ends: extraction, the cache and the training of the head all count.
 
-Run: .venv/bin/python benchmarks/bench_rank_memory.py [--series 2000] [--size 64] [--epochs 2]
+Run: .venv/bin/python benchmarks/bench_rank_memory.py [--series 2000] [--size 64] [--epochs 2] [--smoke]
 """
 import argparse, resource, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -21,12 +21,14 @@ print(f"test pairwise accuracy {r.results['accuracy']:.3f} on {r.results['n_pair
 """
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--series', type=int, default=2000, help='series of 5 photos (2000: 10,000 images)')
     p.add_argument('--size', type=int, default=64, help='image side in pixels')
     p.add_argument('--epochs', type=int, default=2)
-    a = p.parse_args()
+    p.add_argument('--smoke', action='store_true', help='a few seconds: 4 series of 32 px, 1 epoch (the test suite runs it)')
+    a = p.parse_args(argv)
+    if a.smoke: a.series, a.size, a.epochs = 4, 32, 1
     tmp = Path(tempfile.mkdtemp())
     t0 = time.perf_counter()
     root = synth_phototriage(tmp/'rank', a.series, photos=5, seed=0, size=a.size)

@@ -5,7 +5,7 @@
 2. The per-run overhead of a papermill run: the notebook's wall time minus the training time its run recorded
    (kernel start, imports, config, evaluation and report cells).
 
-Run: .venv/bin/python benchmarks/bench_sweep.py [--runs 8]
+Run: .venv/bin/python benchmarks/bench_sweep.py [--runs 8] [--smoke]
 """
 import tempfile, time
 from pathlib import Path
@@ -24,10 +24,12 @@ def sweep_file(path, data, n=8):
     return path
 
 
-def main():
+def main(argv=None):
     import argparse
     ap = argparse.ArgumentParser(); ap.add_argument('--runs', type=int, default=8, help='tiny classify runs in the sweep')
-    n = ap.parse_args().runs
+    ap.add_argument('--smoke', action='store_true', help='one run per sweep (the test suite runs it: each papermill run starts a kernel)')
+    a = ap.parse_args(argv)
+    n = 1 if a.smoke else a.runs
     log_to_console()
     tmp = Path(tempfile.mkdtemp())
     data = get_task('classify').synth(tmp/'shapes', n=12, seed=0, img_size=32)

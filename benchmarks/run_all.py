@@ -1,7 +1,8 @@
 """Run every benchmarks/bench_*.py and write benchmarks/RESULTS.md: one table row per measured figure.
 
 Each benchmark runs in its own process (its ratios are measured side by side inside it), with the arguments below that
-keep the whole table under 10 minutes on a 2-core CPU; each prints `RESULT {json}` lines (see report.py). A benchmark
+keep the whole table to about 10 minutes on a quiet 2-core CPU; each prints `RESULT {json}` lines (see report.py), and may
+print a Markdown table as `TABLE | ... |` lines, which get a section of their own. A benchmark
 that fails or times out gets a row saying so, and its output is kept in the file.
 
 Run: .venv/bin/python benchmarks/run_all.py [--only NAME...] [--out benchmarks/RESULTS.md]
@@ -13,9 +14,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 # Sizes for the table run on a 2-core CPU: each benchmark's own defaults are larger (more repetitions, more data).
-ARGS = {'bench_classify': ['--epochs', '3'], 'bench_imagecache': ['--epochs', '2', '--models', 'mobilenet_v3_small'], 'bench_iqa': ['--reps', '3'],
-        'bench_multilabel': ['--epochs', '3', '--n', '600'], 'bench_rank': ['--series', '50', '--cache-only'], 'bench_segment': ['--epochs', '4', '--n', '120'], 'bench_sweep': ['--runs', '6']}
-TIMEOUT_S = 300
+ARGS = {'bench_step': ['--rounds', '5', '--steps', '3'], 'bench_classify': ['--rounds', '5', '--bf16-models', 'mobilenet_v3_small'], 'bench_imagecache': ['--epochs', '2', '--models', 'mobilenet_v3_small'], 'bench_iqa': ['--rounds', '5'],
+        'bench_multilabel': ['--rounds', '5', '--n', '600'], 'bench_rank': ['--series', '50', '--cache-only'], 'bench_segment': ['--rounds', '5', '--n', '120'], 'bench_sweep': ['--runs', '6']}
+PINS_THREADS = ('bench_classify', 'bench_iqa', 'bench_multilabel', 'bench_segment', 'bench_step')
+TIMEOUT_S = 900   # per benchmark: a shared machine under load runs several times slower than a quiet one
 
 
 def machine()->str:
@@ -26,17 +28,19 @@ def machine()->str:
     return f'{os.cpu_count()} CPU cores ({cpu}), {gpu}; Python {platform.python_version()}, torch {torch.__version__}'
 
 
-def run(bench:Path)->dict:
+def run(bench:Path, threads:int=None)->dict:
     "Run one benchmark; its RESULT records, output, wall time and exit status."
-    cmd = [sys.executable, bench.name, *ARGS.get(bench.stem, [])]
+    cmd = [sys.executable, bench.name, *ARGS.get(bench.stem, []), *(['--threads', str(threads)] if threads and bench.stem in PINS_THREADS else [])]
     t0 = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix=f'{bench.stem}-')   # the benchmark's datasets and runs (gigabytes), removed after it
+    p = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, 'TMPDIR': tmp, 'PYTHONUNBUFFERED': '1'})
     try:
-        p = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=TIMEOUT_S, env={**os.environ, 'TMPDIR': tmp})
-        out, rc = p.stdout + p.stderr, p.returncode
-    except subprocess.TimeoutExpired as e:
-        out, rc = f'{e.stdout or ""}{e.stderr or ""}\n(timed out after {TIMEOUT_S} s)', 'timeout'
-        out = out if isinstance(out, str) else out.decode()
+        out, _ = p.communicate(timeout=TIMEOUT_S)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:   # keep what it printed so far: the figures it finished count
+        p.kill()
+        out, _ = p.communicate()
+        out, rc = f'{out}\n(timed out after {TIMEOUT_S} s)', 'timeout'
     finally: shutil.rmtree(tmp, ignore_errors=True)
     recs = [json.loads(l[len('RESULT '):]) for l in out.splitlines() if l.startswith('RESULT ')]
     return dict(name=bench.stem, cmd=' '.join(['python', f'benchmarks/{bench.name}', *cmd[2:]]), rc=rc,
@@ -70,12 +74,15 @@ def write(runs:list, path:Path, total_s:float):
              'Every figure is measured side by side in one process (the benchmark\'s), on this machine; "x" figures are '
              'how many times faster trainbench is than the baseline, plain figures are baseline time / trainbench time.', '',
              *rows, '']
+    for b in runs:   # tables a benchmark prints as `TABLE | ... |` lines (bench_step's per-step costs)
+        table = [l[len('TABLE '):] for l in b['output'].splitlines() if l.startswith('TABLE ')]
+        if table: lines += [f"## {b['name']}", '', *table, '']
     if missed: lines += ['## Goals not met', '', *missed, '']
     if notes: lines += ['## Notes', '', *notes, '']
     lines += ['## Outputs', '']
     for b in runs:
         lines += [f"<details><summary>{b['name']}: <code>{b['cmd']}</code>, {b['seconds']:.0f} s, exit {b['rc']}</summary>", '',
-                  '```', *[l for l in b['output'].rstrip().splitlines() if not l.startswith('RESULT ')], '```', '', '</details>', '']
+                  '```', *[l for l in b['output'].rstrip().splitlines() if not l.startswith(('RESULT ', 'TABLE '))], '```', '', '</details>', '']
     tmp = path.with_suffix('.tmp')
     tmp.write_text('\n'.join(lines))
     tmp.replace(path)
@@ -83,18 +90,20 @@ def write(runs:list, path:Path, total_s:float):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--only', nargs='*', help='benchmark names (e.g. bench_iqa); default: all')
+    p.add_argument('--only', nargs='*', help='benchmark names (e.g. bench_iqa), run in the order given; default: all')
+    p.add_argument('--threads', type=int, help='torch threads for the benchmarks that pin them (both sides of each ratio)')
     p.add_argument('--out', type=Path, default=HERE/'RESULTS.md')
     a = p.parse_args()
     benches = sorted(HERE.glob('bench_*.py'))
-    if a.only: benches = [b for b in benches if b.stem in a.only or b.stem.removeprefix('bench_') in a.only]
+    if a.only: benches = [b for n in a.only for b in benches if n in (b.stem, b.stem.removeprefix('bench_'))]   # in the order given
     t0, runs = time.perf_counter(), []
     for b in benches:
         print(f'{b.name} ...', flush=True)
-        runs.append(run(b))
+        runs.append(run(b, a.threads))
         r = runs[-1]
         print(f"  {r['seconds']:.0f} s, exit {r['rc']}, {len(r['results'])} figures", flush=True)
         for x in r['results']: print(f"    {x['what']}: {fmt(x['value'], x['unit'])} ({goal(x)})", flush=True)
+        write(runs, a.out, time.perf_counter() - t0)   # after each benchmark: a table stopped part-way keeps what ran
     write(runs, a.out, time.perf_counter() - t0)
     print(f'wrote {a.out} in {(time.perf_counter() - t0)/60:.1f} min')
     sys.exit(0 if all(r['rc'] == 0 for r in runs) else 1)

@@ -237,11 +237,12 @@ class SegStats:
     def reset(self): self.stats, self.prompts, self._all = [], [], None
     def accumulate(self, learn):
         probs = torch.sigmoid(learn.pred.detach().float())
-        self.stats.append(mask_stats(probs, learn.yb[0].detach(), self.threshold).cpu())
-        self.prompts.append(learn.xb[1].detach().cpu())
+        # kept on the device: a .cpu() per batch would wait for the GPU every step; the epoch's counts move once, in `scores`
+        self.stats.append(mask_stats(probs, learn.yb[0].detach(), self.threshold))
+        self.prompts.append(learn.xb[1].detach())
         self._all = None
     def scores(self, prompt:int=None)->dict:
-        if self._all is None: self._all = (torch.cat(self.stats), torch.cat(self.prompts))
+        if self._all is None: self._all = (torch.cat(self.stats).cpu(), torch.cat(self.prompts).cpu())
         st, pr = self._all
         return seg_scores(st if prompt is None else st[pr == prompt])
 
