@@ -53,6 +53,7 @@ def head_epoch_vs_backbone_pass(run, clip='ViT-B-32', cnn='resnet50', size=224):
                                c.data.min_agreement, c.data.min_reviewers)
     files = sorted(set(train_pairs.image1) | set(train_pairs.image2))
     epoch_s = min(float(s) for s in re.findall(r'Train: .*batches, ([\d.]+)s\)', (run.dir/'train.log').read_text()))
+    epoch_s = max(epoch_s, 0.05)   # the log rounds to 0.1 s: a smoke-size epoch reads 0.0
     t0 = time.perf_counter()
     for ext in (CLIPFeatures(clip, None), CNNFeatures(cnn, 'layer4', False, size)):
         extract(files, ext, cache_dir=None, batch_size=64)

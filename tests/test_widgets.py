@@ -59,7 +59,7 @@ def test_tutorial_runs_headless(tutorials, task):
     assert r.returncode == 0, r.stderr[-4000:]
     text, images, nb = _outputs(out)
     assert all(c.get('execution_count') for c in nb['cells'] if c['cell_type'] == 'code')   # every cell ran
-    assert 'LR suggestions:' in text and 'valley' in text
+    assert 'LR suggestions:' in text and 'minimum' in text   # valley is dropped where it lies past the loss minimum (iqa's tiny curve)
     run_line = next(l for l in text.splitlines() if l.startswith('completed: '))
     run_dir = Path(run_line.split()[1])
     assert run_dir.parent.parent == tmp/'outputs'/task
