@@ -40,11 +40,19 @@ def check_parameters(nb)->dict:
 def ipc_kernel_manager():
     "A jupyter_client `KernelManager` class whose kernels talk over local IPC sockets instead of TCP ports."
     from jupyter_client.manager import KernelManager
-    from traitlets import CaselessStrEnum
+    from traitlets import CaselessStrEnum, default
     global _IPCKernelManager
     if '_IPCKernelManager' not in globals():
         class _IPCKernelManager(KernelManager):
             transport = CaselessStrEnum(['tcp', 'ipc'], default_value='ipc', config=True)
+            @default('ip')
+            def _ip_default(self):
+                # jupyter_client's default is `kernel-ipc` in the working directory: two kernels that a sweep starts at
+                # once from the same folder then pick the same socket files, and one never answers. One prefix per
+                # kernel, in the temporary folder (short: a socket path has ~100 characters); jupyter_client removes the
+                # sockets when the kernel ends.
+                import uuid
+                return os.path.join(tempfile.gettempdir(), f'trainbench-kernel-{uuid.uuid4().hex[:12]}')
     return _IPCKernelManager
 
 # %% ../nbs/09_experiments.ipynb #5ed6ee13
