@@ -49,10 +49,10 @@ def ipc_kernel_manager():
             def _ip_default(self):
                 # jupyter_client's default is `kernel-ipc` in the working directory: two kernels that a sweep starts at
                 # once from the same folder then pick the same socket files, and one never answers. One prefix per
-                # kernel, in the temporary folder (short: a socket path has ~100 characters); jupyter_client removes the
+                # kernel, in the temporary folder (short: a socket path has at most 107 bytes); jupyter_client removes the
                 # sockets when the kernel ends.
                 import uuid
-                return os.path.join(tempfile.gettempdir(), f'trainbench-kernel-{uuid.uuid4().hex[:12]}')
+                return os.path.join(tempfile.gettempdir(), f'tb-kernel-{uuid.uuid4().hex[:8]}')
     return _IPCKernelManager
 
 # %% ../nbs/09_experiments.ipynb #5ed6ee13
