@@ -57,6 +57,19 @@ def user_cache(tmp_path_factory):
     else: os.environ['TRAINBENCH_CACHE'] = old
 
 
+def wait_for_http(url, proc, log, timeout):
+    "Poll `url` until it answers 200, while the server process `proc` lives; on failure, the tail of its `log` file."
+    import time, urllib.request
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200: return
+        except OSError: pass
+        assert proc.poll() is None and time.time() < deadline, Path(log).read_text()[-3000:]
+        time.sleep(0.5)
+
+
 def cli(*args):
     "Run the CLI in this process; returns (exit status, stdout, stderr)."
     out, err = io.StringIO(), io.StringIO()

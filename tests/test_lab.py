@@ -5,10 +5,12 @@ runtime and settings folders in the test's temporary directory. Playwright drive
 (`apt-get install chromium`; Playwright's own browser download needs the internet). Screenshots of each step are
 saved in the test's temporary directory and copied to outputs/test-artifacts/lab-<step>.png.
 """
-import json, os, re, secrets, shutil, signal, socket, subprocess, sys, time, urllib.error, urllib.request
+import json, os, re, secrets, shutil, signal, socket, subprocess, sys, urllib.error, urllib.request
 from pathlib import Path
 
 import pytest
+
+from conftest import wait_for_http
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -56,14 +58,7 @@ def lab(tmp_path):
                             cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f'http://127.0.0.1:{port}'
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f'{base}/api/status?token={token}', timeout=5) as r:
-                    if r.status == 200: break
-            except OSError: pass
-            assert proc.poll() is None and time.time() < deadline, (tmp_path/'lab.log').read_text()[-3000:]
-            time.sleep(0.5)
+        wait_for_http(f'{base}/api/status?token={token}', proc, tmp_path/'lab.log', 90)
         # Token authentication is on: without the token the API refuses.
         with pytest.raises(urllib.error.HTTPError) as e: urllib.request.urlopen(f'{base}/api/contents', timeout=5)
         assert e.value.code == 403

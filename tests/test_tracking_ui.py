@@ -4,12 +4,12 @@ sweep's runs and shows a metric chart; the sweep report renders without sideways
 The UI's server runs on 127.0.0.1 on a free port, started and stopped by the test. Screenshots go to
 outputs/test-artifacts/ (mlflow-sweep.png, mlflow-run-metrics.png, report-1400.png).
 """
-import json, os, shutil, signal, subprocess, time, urllib.request
+import json, os, shutil, signal, subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from conftest import cli, wait_for_http
 from test_lab import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _free_port
 
 
@@ -38,14 +38,7 @@ def mlflow_ui(tracked_sweep, tmp_path):
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])})
     base = f'http://127.0.0.1:{port}'
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f'{base}/health', timeout=5) as r:
-                    if r.status == 200: break
-            except OSError: pass
-            assert proc.poll() is None and time.time() < deadline, (tmp_path/'ui.log').read_text()[-3000:]
-            time.sleep(0.5)
+        wait_for_http(f'{base}/health', proc, tmp_path/'ui.log', 180)
         yield base
     finally:
         try: os.killpg(proc.pid, signal.SIGTERM)
