@@ -14,13 +14,13 @@ ARTIFACTS = {'config.yaml', 'train.log', 'metrics.json', 'history.csv', 'history
 
 @pytest.fixture(scope='module')
 def quick_run(task_run):
-    "The session's `trainbench train classify/quick` run at the template's defaults (it must learn): (run directory, stderr)."
+    "The session's `trainbench train classify/quick` run on the template's dataset at 48 px for 6 epochs (it must learn): (run directory, stderr)."
     return task_run('classify')
 
 
 def test_quick_run_learns_and_writes_every_artifact(quick_run):
     run_dir, _ = quick_run
-    assert run_dir.parent.name == 'quick' and run_dir.name.startswith('lr3e-3_bs16_ep12_val0.1_seed42')
+    assert run_dir.parent.name == 'quick' and run_dir.name.startswith('lr3e-3_bs16_ep6_val0.1_seed42')
     assert ARTIFACTS <= {p.name for p in run_dir.iterdir()}
     summary = json.loads((run_dir/'summary.json').read_text())
     assert summary['status'] == 'completed'
@@ -43,7 +43,7 @@ def test_quick_run_learns_and_writes_every_artifact(quick_run):
 def test_console_and_log_carry_the_reference_lines(quick_run):
     run_dir, err = quick_run
     for line in ['[data] Found 4 classes:', '[train] Model: resnet18, Parameters: 11.2M (11.2M trainable)',
-                 '[train] Epoch 1/12', '[train]   Train: loss=', '[train]   Val:   loss=',
+                 '[train] Epoch 1/6', '[train]   Train: loss=', '[train]   Val:   loss=',
                  '[train]   Saved best model (val_acc=', '[train] Best validation accuracy:', '[train] Total training time:',
                  f'[train] Model saved: {run_dir}/best_model.pth']:
         assert line in err, line
@@ -78,7 +78,7 @@ def test_export_reproduces_pytorch(quick_run, fmt):
     from trainbench.models import create_classifier
     model = create_classifier('resnet18', 4)
     model.load_state_dict(torch.load(run_dir/'best_model.pth', weights_only=True)['model'])
-    x = torch.randn(3, 3, 64, 64)
+    x = torch.randn(3, 3, 48, 48)   # the run's img_size
     with torch.no_grad(): expected = model.eval()(x).numpy()
     if fmt == 'torchscript': got = torch.jit.load(str(path))(x).detach().numpy()
     else:
