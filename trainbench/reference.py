@@ -54,6 +54,7 @@ class Reference:
     keys: dict                      # reference dotted key -> trainbench key | fn(value) -> (settings, note) | (None, reason)
     fixed: dict = field(default_factory=dict)   # settings the file kind implies
     why: str = ''                   # what `fixed` comes from
+    finish: object = None           # fn(mapped dict) -> lines: settings that depend on several keys
 
     def map(self, d:dict, origin:dict)->tuple:
         "(trainbench config dict, mapping lines) for the reference file `d`; a key that maps to nothing is a `ConfigError`."
@@ -71,12 +72,19 @@ class Reference:
                 set_dotted(out, t, tv)
                 if k in origin: origin[t] = origin[k]
             lines.append(f"{k}: {v!r} -> " + (', '.join(f'{t}={tv!r}' for t, tv in settings.items()) or 'nothing') + (f' ({note})' if note else ''))
-        return out, lines
+        return out, lines + (self.finish(out) if self.finish else [])
 
 # %% ../nbs/01a_reference.ipynb #49bf89e1
 SIM_BENCH_KEYS = {'training.learning_rate': 'training.lr', 'training.max_epochs': 'training.epochs',
                   'training.early_stop_patience': 'training.early_stopping_patience'}
 FROZEN_ONLY = 'a frozen-features setting; the end-to-end model is the CNN alone'
+
+def _vgg_fc7(out:dict)->list:
+    "sim-bench's VGG16 features are its fc7 output (4096-d); `cnn_layer` names a ResNet stage, so a VGG takes fc7."
+    f = out.get('features', {})
+    if not str(f.get('cnn_backbone', '')).startswith('vgg') or f.get('cnn_layer') == 'fc7': return []
+    f['cnn_layer'] = 'fc7'
+    return ["features.cnn_layer='fc7' (VGG's features are its fc7 output, 4096-d, as in sim-bench; cnn_layer names a ResNet stage)"]
 
 def sim_bench(mode:str)->Reference:
     "sim-bench's frozen (`configs/frozen/`) or end-to-end (`configs/siamese_e2e/`) config."
@@ -87,7 +95,7 @@ def sim_bench(mode:str)->Reference:
         keys = {**SIM_BENCH_KEYS, 'model.cnn_backbone': 'model.name',
                 **{f'model.{k}': (None, FROZEN_ONLY) for k in ('use_clip', 'use_cnn', 'use_iqa', 'cnn_layer')}}
     return Reference(f'sim-bench {mode}', 'rank', keys, {'model.mode': mode},
-                     f'a sim-bench {"configs/frozen" if mode == "frozen" else "configs/siamese_e2e"} file')
+                     f'a sim-bench {"configs/frozen" if mode == "frozen" else "configs/siamese_e2e"} file', _vgg_fc7 if mode == 'frozen' else None)
 
 SIM_BENCH_MARKS = {'model.use_clip', 'model.use_cnn', 'model.use_iqa', 'model.cnn_backbone', 'model.cnn_layer',
                    'model.cnn_freeze_mode', 'training.learning_rate', 'training.max_epochs', 'training.early_stop_patience'}
@@ -157,7 +165,7 @@ def _mixed(_)->dict:
     import torch
     return {'training.mixed_precision': 'fp16' if torch.cuda.is_available() else 'bf16'}
 
-REFERENCE_FLAGS = {   # flag -> (type, or None for a switch; the setting, or fn(value) -> settings; help)
+REFERENCE_FLAGS = {   # flag -> (the value's type, None for a switch; the setting, or fn(value) -> settings; help)
     'lr': (float, 'training.lr', 'learning rate'),
     'lr_ratio': (float, 'training.lr_ratio', "iqa: the hyper network's LR multiplier"),
     'weight_decay': (float, 'training.weight_decay', 'weight decay'),
@@ -186,7 +194,7 @@ def add_reference_flags(parser):
     g = parser.add_argument_group('reference script flags', 'the HyperIQA and segmentation scripts\' flags, each setting one config key')
     for name, (typ, _, help) in REFERENCE_FLAGS.items():
         if typ is None: g.add_argument(f'--{name}', dest=f'ref_{name}', action='store_true', default=None, help=help)
-        else: g.add_argument(f'--{name}', dest=f'ref_{name}', type=typ, metavar=name.upper(), help=help)
+        else: g.add_argument(f'--{name}', dest=f'ref_{name}', metavar=name.upper(), help=help)   # as typed: the schema converts it, and an error quotes it
 
 def flag_overrides(args)->list:
     "[(dotted key, value, '--flag value')] for the reference flags given in `args`."
