@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from .core import ConfigError, did_you_mean, write_text
+from .core import ConfigError, did_you_mean
 from .config import _where, from_flat_params, read_yaml, reference_task, set_dotted
 
 log = logging.getLogger('trainbench.reference')
@@ -67,7 +67,8 @@ class Reference:
                 raise ConfigError(f"{_where(k, origin)}{k}: a {self.name} key that maps to no trainbench setting"
                                   f"{did_you_mean(k, [*self.keys, *setting_keys(cls)])}")
             if isinstance(rule, tuple): lines.append(f'{k}: not used ({rule[1]})'); continue
-            settings, note = rule(v) if callable(rule) else ({rule: v}, None)
+            try: settings, note = rule(v) if callable(rule) else ({rule: v}, None)
+            except ConfigError as e: raise ConfigError(f'{_where(k, origin)}{e}') from None   # a value the rule refuses: its line too
             for t, tv in settings.items():
                 set_dotted(out, t, tv)
                 if k in origin: origin[t] = origin[k]
