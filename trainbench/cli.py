@@ -15,11 +15,22 @@ __all__ = ['build_parser', 'main']
 # %% ../nbs/90_cli.ipynb #a026b04d
 def _train(a):
     from trainbench.learner import train
+    from trainbench.reference import flag_overrides, resume_dir
     if a.config is None and a.resume is None: raise TrainbenchError('train: give a CONFIG, or --resume RUN_DIR')
-    with contextlib.redirect_stdout(sys.stderr):
-        run = train(a.config, a.set, output_dir=a.output_dir, resume=a.resume, quick_experiment=a.quick_experiment)
+    with contextlib.redirect_stdout(sys.stderr):   # the reference scripts' flags first, so that an explicit --set wins
+        run = train(a.config, flag_overrides(a) + a.set, output_dir=a.output_dir, resume=a.resume and resume_dir(a.resume),
+                    quick_experiment=a.quick_experiment)
     print(run.dir)
     if run.summary['status'] == 'stopped': return 130
+
+def _convert(a):
+    from trainbench.core import log_to_console, write_text
+    from trainbench.reference import convert
+    log_to_console()
+    text = convert(a.file)
+    if a.output is None: return print(text, end='')
+    if Path(a.output).exists() and not a.force: raise TrainbenchError(f'{a.output}: exists; give --force to replace it')
+    print(write_text(a.output, text))
 
 def _lr_find(a):
     from trainbench.learner import lr_find, recommended_lr
@@ -118,8 +129,16 @@ def _add_training(sub):
     t.add_argument('config', nargs='?', help='YAML file or bundled template name, e.g. classify/quick')
     _overrides(t)
     t.add_argument('--quick-experiment', type=float, metavar='F', help='train on this fraction of the data, e.g. 0.1')
-    t.add_argument('--resume', metavar='RUN_DIR', help='continue a stopped or crashed run at its next epoch')
+    t.add_argument('--resume', metavar='RUN_DIR', help='continue a stopped or crashed run at its next epoch (a checkpoint file: its run)')
+    from trainbench.reference import add_reference_flags
+    add_reference_flags(t)
     t.set_defaults(func=_train)
+
+    c = sub.add_parser('convert', help="a reference system's config file as trainbench YAML")
+    c.add_argument('file', metavar='FILE', help="sim-bench frozen/ or siamese_e2e/ YAML, the CXR classifier's YAML, or classify's params.yaml")
+    c.add_argument('--output', metavar='OUT', help='write OUT (default: print); an existing OUT is kept unless --force')
+    c.add_argument('--force', action='store_true', help='replace OUT')
+    c.set_defaults(func=_convert)
 
     f = sub.add_parser('lr-find', help="run fastai's LR finder and save its plot")
     f.add_argument('config'); _overrides(f)

@@ -266,18 +266,19 @@ def read_yaml(path)->tuple:
     return d, origin
 
 def load_config(src, # a bundled template name, a YAML path, a dict, or a `Config`
-                overrides=None, # ['training.lr=1e-4', ...] or {'training.lr': 1e-4}
+                overrides=None, # ['training.lr=1e-4', ...], {'training.lr': 1e-4}, or (key, value[, where it came from]) pairs
                )->Config:
-    "Read, override and validate a run's config."
+    "Read, override and validate a run's config; a reference system's file is mapped first (`trainbench.reference`)."
     if isinstance(src, Config): d, origin = src.model_dump(mode='json'), {}
     elif isinstance(src, dict): d, origin = dict(src), {}
     else: d, origin = read_yaml(find_config(src))
-    if (ref := reference_task(d)) is not None: d = from_flat_params(d, ref, origin)
+    from trainbench.reference import map_reference   # the reference formats sit above the schema
+    d = map_reference(d, origin, origin.get(''))
     if isinstance(overrides, dict): overrides = [f'{k}={v}' if isinstance(v, str) else (k, v) for k, v in overrides.items()]
     for o in overrides or []:
-        k, v = parse_override(o) if isinstance(o, str) else o
+        k, v, *src = parse_override(o) if isinstance(o, str) else o
         set_dotted(d, k, v)
-        origin[k] = f'--set {o if isinstance(o, str) else f"{k}={v}"}'
+        origin[k] = src[0] if src else f'--set {o if isinstance(o, str) else f"{k}={v}"}'
         for parent in [k.rsplit('.', i)[0] for i in range(1, k.count('.') + 1)]:   # a new section is the --set's too
             origin.setdefault(parent, origin[k])
     if 'task' not in d: raise ConfigError(f"{_where('', origin)}missing key 'task' (one of classify, rank, iqa, segment, multilabel)")

@@ -4,20 +4,24 @@
 
 # %% ../../nbs/14_read_segment.ipynb #a88c9106
 from __future__ import annotations
-import json, logging, math
+import json, logging, math, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import DataError
 from ..data import check_disjoint, group_split
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
+from pycocotools import mask as coco_mask
 
 log = logging.getLogger('trainbench.readers.segment')
+# pycocotools 2.0.11's decoder passes copy=False to numpy 2's __array__ and warns on every mask; the masks are right
+warnings.filterwarnings('ignore', "__array__ implementation doesn't accept a copy keyword", DeprecationWarning, r'pycocotools')
 
 # %% auto #0
 __all__ = ['log', 'IMAGE_EXTS', 'MASK_LAYOUTS', 'COCO_FILE', 'SegItem', 'rasterise', 'load_mask', 'image_size', 'check_masks',
-           'read_mask_folders', 'read_coco', 'read_coco_splits', 'read_dataset', 'synth_wall', 'synth_segment']
+           'read_mask_folders', 'category_ids', 'read_coco', 'read_coco_splits', 'read_dataset', 'synth_wall',
+           'synth_segment']
 
 # %% ../../nbs/14_read_segment.ipynb #86816fbe
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -28,17 +32,21 @@ class SegItem:
     image: Path
     dataset: str
     mask: Path = None      # a mask file, or
-    shapes: tuple = ()     # COCO shapes: ('poly', [x, y, ...]) or ('box', [x, y, w, h])
+    shapes: tuple = ()     # COCO shapes: ('poly', [x, y, ...]), ('rle', {'size', 'counts'}) or ('box', [x, y, w, h])
     size: tuple = None     # (width, height) the COCO shapes are drawn at
 
+def _rle(kind:str, c, h:int, w:int)->list:
+    "pycocotools RLEs of one COCO shape, as `COCO.annToRLE` converts a segmentation (boxes too, by `frBbox`)."
+    if kind == 'poly': return coco_mask.frPyObjects([[float(v) for v in c]], h, w)
+    if kind == 'box': return coco_mask.frPyObjects(np.asarray([c], dtype=np.float64), h, w)
+    return [coco_mask.frPyObjects(c, h, w) if isinstance(c['counts'], list) else c]   # uncompressed RLE, or compressed as is
+
 def rasterise(shapes, size:tuple)->np.ndarray:
-    "A uint8 {0, 1} mask of `size` (width, height) with the COCO `shapes` filled."
-    im = Image.new('L', size, 0)
-    draw = ImageDraw.Draw(im)
-    for kind, c in shapes:
-        if kind == 'box': x, y, w, h = c; draw.rectangle([x, y, x + w - 1, y + h - 1], fill=1)
-        else: draw.polygon([tuple(p) for p in np.asarray(c, dtype=float).reshape(-1, 2)], fill=1)
-    return np.asarray(im, dtype=np.uint8)
+    "A uint8 {0, 1} mask of `size` (width, height): the union of the COCO `shapes`, decoded by pycocotools."
+    w, h = size
+    rles = [r for kind, c in shapes for r in _rle(kind, c, h, w)]
+    if not rles: return np.zeros((h, w), np.uint8)
+    return coco_mask.decode(coco_mask.merge(rles)).astype(np.uint8)
 
 def load_mask(item:SegItem)->np.ndarray:
     "The item's mask as a uint8 {0, 1} array (H, W); a mask file is thresholded at 127."
@@ -99,13 +107,49 @@ def read_mask_folders(root, name:str)->dict:
 # %% ../../nbs/14_read_segment.ipynb #bef4fb02
 COCO_FILE = '_annotations.coco.json'
 
-def read_coco(path, name:str)->list:
-    "The items of one COCO JSON file; images are looked up next to it."
-    path = Path(path)
+def _load_json(path:Path)->dict:
+    "A COCO file as a dict; a file that is not one is an error naming it."
     try: d = json.loads(path.read_text())
     except json.JSONDecodeError as e: raise DataError(f'{path}:{e.lineno}: invalid JSON: {e.msg}') from None
     for k in ('images', 'annotations'):
-        if k not in d: raise DataError(f"{path}: no '{k}' list; is this a COCO file?")
+        if not isinstance(d, dict) or k not in d: raise DataError(f"{path}: no '{k}' list; is this a COCO file?")
+    return d
+
+def _ann_shapes(a:dict, size:tuple, path:Path)->list:
+    "The COCO shapes of one annotation: its polygons, its RLE, or its box."
+    seg = a.get('segmentation')
+    if isinstance(seg, dict):
+        if list(seg.get('size', [])) != [size[1], size[0]]:
+            raise DataError(f"{path}: annotation {a.get('id')} is an RLE of size {seg.get('size')}, its image is {size[1]}x{size[0]} (height x width)")
+        return [('rle', seg)]
+    if seg: return [('poly', p) for p in seg if len(p) >= 6]   # 4 numbers would be read as a box by pycocotools
+    return [('box', a['bbox'])] if a.get('bbox') else []
+
+# %% ../../nbs/14_read_segment.ipynb #129eed29
+def category_ids(categories:list, # the file's `categories`
+                 keep:list, # names or ids to keep, or None for all
+                 path=None)->set:
+    "The ids of the categories `keep` names (and of those under them as supercategory), or None for all."
+    if keep is None: return None
+    by_id = {c['id']: c for c in categories}
+    ids = set()
+    for k in keep:
+        found = [c for c in categories if (c['id'] == k if isinstance(k, int) else c.get('name') == str(k))]
+        if not found:
+            known = ', '.join(f"{c['id']}: {c.get('name')}" for c in categories)
+            raise DataError(f"{path}: no category {k!r} (the file has {known or 'no categories'})")
+        ids |= {c['id'] for c in found}
+    names = {by_id[i].get('name') for i in ids}
+    return ids | {c['id'] for c in categories if c.get('supercategory') in names}
+
+# %% ../../nbs/14_read_segment.ipynb #c8fe7423
+def read_coco(path, name:str,
+              categories:list=None, # names or ids to keep (None: all)
+             )->list:
+    "The items of one COCO JSON file; images are looked up relative to its folder."
+    path = Path(path)
+    d = _load_json(path)
+    keep = category_ids(d.get('categories', []), categories, path)
     images, shapes = {}, {}
     for im in d['images']:
         f = path.parent/im['file_name']
@@ -115,20 +159,17 @@ def read_coco(path, name:str)->list:
     for a in d['annotations']:
         if a['image_id'] not in images:
             raise DataError(f"{path}: annotation {a.get('id')} refers to image id {a['image_id']}, which is not in 'images'")
-        seg = a.get('segmentation')
-        if isinstance(seg, dict): raise DataError(f"{path}: annotation {a.get('id')} is run-length encoded; export polygons instead")
-        if seg: shapes[a['image_id']] += [('poly', p) for p in seg if len(p) >= 6]
-        elif a.get('bbox'): shapes[a['image_id']].append(('box', a['bbox']))
+        if keep is None or a.get('category_id') in keep: shapes[a['image_id']] += _ann_shapes(a, images[a['image_id']][1], path)
     return [SegItem(f, name, shapes=tuple(shapes[i]), size=s) for i, (f, s) in images.items()]
 
-def read_coco_splits(root, name:str)->dict:
+def read_coco_splits(root, name:str, categories:list=None)->dict:
     "{split: items} of a COCO dataset: one file per split folder, or one at the root ('all')."
     root = Path(root)
     out = {}
     for split, folders in {'train': ['train'], 'val': ['valid', 'val'], 'test': ['test']}.items():
         for d in folders:
-            if (root/d/COCO_FILE).is_file(): out[split] = read_coco(root/d/COCO_FILE, name); break
-    if not out and (root/COCO_FILE).is_file(): out['all'] = read_coco(root/COCO_FILE, name)
+            if (root/d/COCO_FILE).is_file(): out[split] = read_coco(root/d/COCO_FILE, name, categories); break
+    if not out and (root/COCO_FILE).is_file(): out['all'] = read_coco(root/COCO_FILE, name, categories)
     if not out: raise DataError(f'{root}: no {COCO_FILE} (in train/, valid/, test/, or at the root)')
     if 'train' not in out and 'all' not in out: raise DataError(f'{root}: no train/{COCO_FILE}')
     return out
@@ -144,12 +185,15 @@ def read_dataset(root, # the dataset folder
                  fmt:str='auto', # 'masks', 'coco', or 'auto': COCO when there is a COCO file
                  val_split:float=0.1, # fraction of the training images carved for val, when there is no val split
                  test_split:float=0.1, # fraction carved for test from a flat dataset (one `images/` or one COCO file)
-                 seed:int=0)->dict:
+                 seed:int=0,
+                 categories:list=None, # COCO: the category names or ids to keep (None: all)
+                )->dict:
     "{'train', 'val'[, 'test']: items} of one dataset."
     root = Path(root)
     if not root.is_dir(): raise DataError(f"{root}: dataset '{name}' not found; generate one with `trainbench synth segment DIR`")
     if fmt == 'auto': fmt = 'coco' if any(root.glob(f'*/{COCO_FILE}')) or (root/COCO_FILE).is_file() else 'masks'
-    splits = read_coco_splits(root, name) if fmt == 'coco' else read_mask_folders(root, name)
+    if categories is not None and fmt != 'coco': raise DataError(f"{root}: dataset '{name}' keeps categories {categories}, but it is not COCO")
+    splits = read_coco_splits(root, name, categories) if fmt == 'coco' else read_mask_folders(root, name)
     if 'all' in splits: splits = _carve(splits['all'], {'test': test_split, 'val': val_split}, seed)
     elif 'val' not in splits: splits = {**splits, **_carve(splits['train'], {'val': val_split}, seed)}
     if not splits.get('val'): raise DataError(f"{root}: dataset '{name}' has no validation images; set data.val_split > 0 or add a valid/ split")
@@ -172,7 +216,8 @@ def _crack_quads(rng, size:int)->list:
         q = p + size/14*np.array([math.cos(ang), math.sin(ang)])
         w2 = float(np.clip(w + rng.normal(0, 0.6)*size/128, 1.5*size/128, 5*size/128))
         n = np.array([-(q - p)[1], (q - p)[0]]) / (np.linalg.norm(q - p) + 1e-9)
-        quads.append([round(float(v), 2) for v in (*(p + n*w/2), *(q + n*w2/2), *(q - n*w2/2), *(p - n*w/2))])   # as the COCO file stores them
+        a, b = (w + size/128)/2, (w2 + size/128)/2   # half-widths, one pixel wider in all: pycocotools leaves the boundary pixels out
+        quads.append([round(float(v), 2) for v in (*(p + n*a), *(q + n*b), *(q - n*b), *(p - n*a))])   # as the COCO file stores them
         p, w = q, w2
         if not (0 <= p[0] < size and 0 <= p[1] < size): break
     return quads

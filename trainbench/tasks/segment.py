@@ -8,7 +8,7 @@ import logging, re
 from pathlib import Path
 from fastcore.basics import patch
 import tempfile
-from typing import List, Literal, Optional
+from typing import List, Literal, Optional, Union
 
 from ..core import ConfigError, TrainbenchError, atomic_write, unique_stems   # first: quiets fastai's import-time warning
 from ..config import Config, DataConfig, ModelConfig, Section, TrainingConfig
@@ -44,6 +44,7 @@ class SegmentDataset(Section):
     path: Optional[str] = Field(None, description='Folder under data.root_dir (null: the name)')
     format: Literal['auto', 'masks', 'coco'] = Field('auto', description='masks: image + mask folders (DeepCrack layout included); coco: _annotations.coco.json; auto: detect')
     prompts: List[str] = Field(description='Text prompts for this dataset; one is sampled per item during training')
+    categories: Optional[List[Union[int, str]]] = Field(None, description='COCO: keep only these categories, by name or id (a name keeps the categories under it as supercategory too); null: all')
 
     @field_validator('prompts')
     @classmethod
@@ -331,7 +332,8 @@ class Segment(Task):
         prompts = list(dict.fromkeys(p for ds in d.datasets for p in ds.prompts))
         dataset_prompts = {ds.name: [prompts.index(p) for p in ds.prompts] for ds in d.datasets}
         for ds in d.datasets:
-            parts = read_dataset(Path(d.root_dir)/(ds.path or ds.name), ds.name, ds.format, d.val_split, d.test_split, cfg.seed)
+            parts = read_dataset(Path(d.root_dir)/(ds.path or ds.name), ds.name, ds.format, d.val_split, d.test_split, cfg.seed,
+                                 ds.categories)
             if d.quick_experiment:
                 rng = np.random.default_rng(cfg.seed)   # one stream over the dataset's splits
                 parts = {s: [v[i] for i in subsample([str(it.image) for it in v], d.quick_experiment, rng)] for s, v in parts.items()}
